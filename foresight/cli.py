@@ -1,0 +1,150 @@
+"""The ``foresight`` console script: thin subcommands that call library functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from foresight.errors import ForesightError
+
+log = logging.getLogger("foresight")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", metavar="TOML", help="line configuration file")
+    p.add_argument("--preset", help="named preset (default, tiny, ...)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one key, e.g. --set sim.fps=30 (repeatable)",
+    )
+
+
+def _config(args: argparse.Namespace):
+    from foresight.config import load_config
+
+    return load_config(args.config, preset=args.preset, overrides=args.overrides)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from foresight.config import to_toml
+
+    sys.stdout.write(to_toml(_config(args)))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from foresight.sim.generate import simulate_to_dir
+
+    cfg = _config(args)
+    sim = cfg.sim if args.seed is None else cfg.sim.model_copy(update={"seed": args.seed})
+    summary = simulate_to_dir(sim, Path(args.out), hours=args.hours, progress=not args.quiet)
+    print(summary.describe())
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from foresight.ingest import run_ingest
+
+    cfg = _config(args)
+    ingest = cfg.ingest
+    if args.workers is not None:
+        ingest = ingest.model_copy(update={"workers": args.workers})
+    if args.roi is not None:
+        ingest = ingest.model_copy(update={"roi": tuple(args.roi)})
+    report = run_ingest(
+        [Path(p) for p in args.inputs], Path(args.out), cfg.data, ingest, progress=not args.quiet
+    )
+    print(report.describe())
+    return 0 if not report.failed or args.allow_failures else 1
+
+
+def cmd_bench_sim(args: argparse.Namespace) -> int:
+    from foresight.bench.sim import bench_sim
+
+    print(bench_sim(_config(args), seconds=args.seconds, out=Path(args.benchmarks)))
+    return 0
+
+
+def cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from foresight.bench.ingest import bench_ingest
+
+    print(bench_ingest(_config(args), minutes=args.minutes, out=Path(args.benchmarks)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``foresight`` command."""
+    from foresight import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="foresight", description="World-model monitor that slows a line before it jams."
+    )
+    parser.add_argument("--version", action="version", version=f"foresight {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("config", help="configuration")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    ps = csub.add_parser("show", help="print the effective configuration (secrets masked)")
+    _add_config_args(ps)
+    ps.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("simulate", help="render simulated line footage with labels")
+    _add_config_args(p)
+    p.add_argument("--hours", type=float, default=0.1, help="hours of footage (default 0.1)")
+    p.add_argument("--out", default="runs/sim", help="output directory")
+    p.add_argument("--seed", type=int, help="override sim.seed")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("ingest", help="turn recordings into training shards")
+    _add_config_args(p)
+    p.add_argument("inputs", nargs="+", help="video files or directories of them")
+    p.add_argument("--out", default="runs/shards", help="shard directory (resumable)")
+    p.add_argument("--workers", type=int, help="parallel worker processes")
+    p.add_argument("--roi", type=int, nargs=4, metavar=("X", "Y", "W", "H"), help="crop")
+    p.add_argument("--allow-failures", action="store_true", help="exit 0 even if files failed")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("bench", help="benchmarks that write BENCHMARKS.md")
+    bsub = p.add_subparsers(dest="bench_command", required=True)
+    pb = bsub.add_parser("sim", help="simulator render speed (frames/s, one core)")
+    _add_config_args(pb)
+    pb.add_argument("--seconds", type=float, default=120.0, help="simulated seconds to render")
+    pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
+    pb.set_defaults(func=cmd_bench_sim)
+    pb = bsub.add_parser("ingest", help="ingest throughput and peak memory")
+    _add_config_args(pb)
+    pb.add_argument("--minutes", type=float, default=10.0, help="minutes of footage to ingest")
+    pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
+    pb.set_defaults(func=cmd_bench_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run one subcommand; errors become one line on stderr and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ForesightError as e:
+        print(f"foresight: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("foresight: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Footage ingestion: recordings (video + optional sensor CSV) to memory-mapped training shards."""
