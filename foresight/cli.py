@@ -64,6 +64,38 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if not report.failed or args.allow_failures else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from foresight.model.fit import fit
+
+    cfg = _config(args)
+    updates = {}
+    if args.max_minutes is not None:
+        updates["max_minutes"] = args.max_minutes
+    if args.max_steps is not None:
+        updates["max_steps"] = args.max_steps
+    if updates:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=updates)})
+    res = fit(
+        cfg, Path(args.data) if args.data else None, Path(args.out),
+        init=Path(args.init) if args.init else None, sim=args.sim or args.lines > 1,
+        lines=args.lines, progress=not args.quiet,
+    )
+    print(_describe_train(res))
+    return 0
+
+
+def _describe_train(res) -> str:
+    lines = [f"model written to {res.path} after {res.steps} steps ({res.stopped}), "
+             f"{res.frames_per_s:.0f} frames/s"]
+    v = res.val
+    for i, (m, c) in enumerate(zip(v["frame_model"], v["frame_copy_last"], strict=True)):
+        row = f"  horizon {i}: frame MSE {m:.5f} vs copy-last {c:.5f}"
+        if "sensor_model" in v:
+            row += f"; sensor MSE {v['sensor_model'][i]:.4f} vs linear {v['sensor_linear'][i]:.4f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     from foresight.bench.sim import bench_sim
 
@@ -113,6 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
+    for name, hlp in (("train", "train or fine-tune a world model"),
+                      ("pretrain", "train a base model over many simulated lines")):
+        p = sub.add_parser(name, help=hlp)
+        _add_config_args(p)
+        p.add_argument("--out", required=True, help="model directory to write")
+        p.add_argument("--init", help="fine-tune from this model directory")
+        p.add_argument("--max-minutes", type=float, help="wall-clock budget")
+        p.add_argument("--max-steps", type=int, help="override train.max_steps")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        if name == "train":
+            p.add_argument("--data", help="raw footage dir, ingest dir or manifest.json")
+            p.add_argument("--sim", action="store_true", help="stream the simulated line")
+            p.set_defaults(lines=1)
+        else:
+            p.add_argument("--lines", type=int, default=16, help="simulated line variants")
+            p.set_defaults(data=None, sim=True)
+        p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("bench", help="benchmarks that write BENCHMARKS.md")
     bsub = p.add_subparsers(dest="bench_command", required=True)
     pb = bsub.add_parser("sim", help="simulator render speed (frames/s, one core)")
@@ -136,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("absl").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ForesightError as e:

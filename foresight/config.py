@@ -18,10 +18,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from foresight.errors import ConfigError
 from foresight.ingest.config import DataConfig, IngestConfig
+from foresight.model.config import ModelConfig, TrainConfig
 from foresight.sim.config import SimConfig
 
 ENV_PREFIX = "FORESIGHT_"
@@ -66,8 +67,24 @@ class Config(BaseModel):
     data: DataConfig = DataConfig()
     sim: SimConfig = SimConfig()
     ingest: IngestConfig = IngestConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
     plc: PlcConfig = PlcConfig()
     influx: InfluxConfig = InfluxConfig()
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> Config:
+        steps = max(max(1, round(h * self.data.fps)) for h in self.model.horizons)
+        need = self.model.context + steps
+        if need > self.data.window:
+            raise ValueError(
+                f"data.window ({self.data.window} frames) is shorter than model.context "
+                f"({self.model.context}) + the longest horizon ({steps} frames at "
+                f"{self.data.fps} fps) = {need}"
+            )
+        if self.model.context < 2:
+            raise ValueError("model.context must be at least 2 frames")
+        return self
 
 
 SECRET_KEYS: frozenset[str] = frozenset({"plc.password", "influx.token"})
@@ -216,7 +233,9 @@ def _describe(err: ValidationError, origin: dict[str, str], file_label: str) -> 
         (v for k, v in origin.items() if k.startswith(key + ".") or key.startswith(k + ".")),
         file_label,
     )
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
+    if not key:
+        return f"{file_label if file_label != 'defaults' else 'configuration'}: {msg}"
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     got = first.get("input")

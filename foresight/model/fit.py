@@ -1,0 +1,32 @@
+"""``foresight train`` and ``foresight pretrain`` as library calls: data in, ready model out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from foresight.config import Config, resolved_dict
+from foresight.model.data import open_training_data
+from foresight.model.train import TrainResult, maybe_init_distributed, train_model
+
+
+def fit(
+    cfg: Config,
+    data: Path | None,
+    out: Path,
+    *,
+    init: Path | None = None,
+    sim: bool = False,
+    lines: int = 1,
+    progress: bool = True,
+) -> TrainResult:
+    """Train or fine-tune a world model from footage, shards or the simulator."""
+    maybe_init_distributed()
+    out = Path(out)
+    train_src, val_src, data_card = open_training_data(
+        cfg, data, out, sim=sim, lines=lines, progress=progress
+    )
+    card = {"config": resolved_dict(cfg), "data_source": data_card, "line": cfg.line.name}
+    return train_model(
+        cfg.model, cfg.train, cfg.data.model_dump(mode="json"), train_src, val_src, out,
+        init=init, card=card, progress=progress,
+    )

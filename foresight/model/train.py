@@ -1,0 +1,326 @@
+"""Training of the world model: one jitted train step, validation, early stopping, resumption.
+
+Data parallel over every local device (a 1-D ``data`` mesh; parameters replicated, batches split),
+and over several hosts when ``jax.distributed`` is initialised (see ``maybe_init_distributed``).
+Progress is saved every ``train.checkpoint_every`` steps to ``MODEL.train/`` (orbax) so an
+interrupted run resumes where it stopped; the directory is removed when training completes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from foresight.errors import ForesightError, InputError
+from foresight.model.checkpoint import (
+    ModelBundle,
+    build_model,
+    check_compatible,
+    horizon_steps,
+    load_model,
+    save_model,
+)
+from foresight.model.config import ModelConfig, TrainConfig
+from foresight.model.core import Norm
+from foresight.model.losses import eval_metrics, loss_fn
+
+log = logging.getLogger(__name__)
+
+
+class WindowSource(Protocol):
+    """What training reads: random batches and ordered validation windows."""
+
+    channels: tuple[str, ...] | list[str]
+
+    def batches(self, batch_size: int, rng: np.random.Generator, window: int | None = None):
+        """Endless random batches (frames uint8 (B,T,H,W,3), sensors float32 (B,T,S))."""
+
+    def iter_windows(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One ordered pass over the windows in batches."""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a training run."""
+
+    path: Path
+    steps: int
+    frames_per_s: float
+    stopped: str  # "max_steps", "early_stop", "budget"
+    val: dict[str, Any]
+
+
+def maybe_init_distributed() -> None:
+    """Join a multi-host run when FORESIGHT_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID are set."""
+    addr = os.environ.get("FORESIGHT_COORDINATOR")
+    if addr:
+        jax.distributed.initialize(
+            coordinator_address=addr,
+            num_processes=int(os.environ["FORESIGHT_NUM_PROCESSES"]),
+            process_id=int(os.environ["FORESIGHT_PROCESS_ID"]),
+        )
+
+
+def compute_norm(source: WindowSource, model_cfg: ModelConfig, seed: int) -> Norm:
+    """Sensor normalisation from a sample of training windows (differenced counters)."""
+    channels = list(source.channels)
+    diff = np.array([c in model_cfg.diff_channels for c in channels], bool)
+    it = source.batches(16, np.random.default_rng(seed))
+    xs = []
+    for _ in range(8):
+        _, raw = next(it)
+        raw = raw.astype(np.float64)
+        d = np.where(diff, raw - np.concatenate([raw[:, :1], raw[:, :-1]], 1), raw)
+        xs.append(d[:, 1:].reshape(-1, len(channels)))
+    x = np.concatenate(xs) if xs else np.zeros((0, len(channels)))
+    with np.errstate(all="ignore"):
+        mean = np.nan_to_num(np.nanmean(x, 0)) if len(x) else np.zeros(len(channels))
+        std = np.nan_to_num(np.nanstd(x, 0), nan=1.0) if len(x) else np.ones(len(channels))
+    std = np.maximum(std, 1e-3 * np.maximum(np.abs(mean), 1.0))
+    action = channels.index("feeder_setpoint") if "feeder_setpoint" in channels else -1
+    return Norm(
+        jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32), jnp.asarray(diff),
+        action_index=action,
+    )
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Adam with linear warm-up and global-norm clipping."""
+    sched = optax.linear_schedule(cfg.lr * 0.1, cfg.lr, max(cfg.warmup_steps, 1))
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(sched))
+
+
+def make_steps(graphdef, tx, steps: tuple[int, ...], context: int):
+    """The jitted train and evaluation steps over explicit parameters."""
+
+    def train_step(params, opt_state, norm, frames, raw, key):
+        def lossf(p):
+            return loss_fn(nnx.merge(graphdef, p), norm, frames, raw, key, steps, context)
+
+        (_, metrics), grads = jax.value_and_grad(lossf, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, metrics
+
+    def eval_step(params, norm, frames, raw):
+        return eval_metrics(nnx.merge(graphdef, params), norm, frames, raw, steps, context)
+
+    return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step)
+
+
+def _prefetch(it: Iterator, size: int = 2) -> Iterator:
+    """Read batches in a background thread so disk and decoding overlap the train step."""
+    q: Queue = Queue(maxsize=size)
+    stop = object()
+
+    def run():
+        try:
+            for item in it:
+                q.put(item)
+        except Exception as e:  # surfaced in the consumer
+            q.put(e)
+        q.put(stop)
+
+    threading.Thread(target=run, daemon=True).start()
+    while (item := q.get()) is not stop:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+def validate(eval_step, params, norm, source: WindowSource, batch: int, max_batches: int,
+             window: int, shard) -> dict[str, np.ndarray]:
+    """Per-horizon mean squared errors of the model and both baselines on held-out windows."""
+    sums: dict[str, np.ndarray] = {}
+    for i, (frames, raw) in enumerate(source.iter_windows(batch)):
+        if i >= max_batches:
+            break
+        frames, raw = frames[:, :window], raw[:, :window]
+        frames, raw = shard(frames), shard(raw)
+        out = jax.device_get(eval_step(params, norm, frames, raw))
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0) + np.asarray(v, np.float64)
+    if not sums:
+        raise InputError("validation data holds no complete window")
+    res = {
+        "frame_model": sums["frame_model"] / sums["count"],
+        "frame_copy_last": sums["frame_copy_last"] / sums["count"],
+    }
+    if "sensor_count" in sums and sums["sensor_count"].min() > 0:
+        res["sensor_model"] = sums["sensor_model"] / sums["sensor_count"]
+        res["sensor_linear"] = sums["sensor_linear"] / sums["sensor_count"]
+    return res
+
+
+def objective(val: dict[str, np.ndarray]) -> float:
+    """Early-stopping objective: frame error relative to copy-last, plus sensor error."""
+    obj = float(np.mean(val["frame_model"] / np.maximum(val["frame_copy_last"], 1e-12)))
+    if "sensor_model" in val:
+        obj += float(np.mean(val["sensor_model"]))
+    return obj
+
+
+def _mesh_shardings(batch: int):
+    """Replicated and batch-split shardings over all devices; batch rounded to a multiple."""
+    devices = jax.devices()
+    n = len(devices)
+    mesh = jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    if batch % n:
+        new = (batch // n + 1) * n
+        log.info("batch size %d rounded up to %d for %d devices", batch, new, n)
+        batch = new
+    return NamedSharding(mesh, P()), NamedSharding(mesh, P("data")), batch
+
+
+def _resume_state(state_dir: Path, params, opt_state) -> tuple[Any, Any, dict]:
+    """Restore params, optimiser state and loop counters from an interrupted run."""
+    meta_file = state_dir / "loop.json"
+    if not meta_file.is_file():
+        return params, opt_state, {}
+    meta = json.loads(meta_file.read_text())
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"p": params, "o": opt_state})
+    with ocp.StandardCheckpointer() as ckpt:
+        tree = ckpt.restore(state_dir / "state", target)
+    log.info("resuming from step %d of an interrupted run (%s)", meta["step"], state_dir)
+    return tree["p"], tree["o"], meta
+
+
+def _save_state(state_dir: Path, params, opt_state, meta: dict) -> None:
+    """Save the loop state atomically (orbax, then the counters file last)."""
+    tmp = state_dir.with_name(state_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(tmp / "state", jax.device_get({"p": params, "o": opt_state}))
+    (tmp / "loop.json").write_text(json.dumps(meta))
+    shutil.rmtree(state_dir, ignore_errors=True)
+    os.replace(tmp, state_dir)
+
+
+def train_model(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    data: dict[str, Any],
+    train_src: WindowSource,
+    val_src: WindowSource,
+    out: Path,
+    *,
+    init: Path | None = None,
+    card: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or fine-tune from ``init``) and write the best model to ``out``."""
+    out = Path(out)
+    steps = horizon_steps(model_cfg, data["fps"])
+    window = model_cfg.context + max(steps)
+    if window > data["window"]:
+        raise ForesightError(
+            f"model.context ({model_cfg.context}) + longest horizon ({max(steps)} frames) = "
+            f"{window} exceeds data.window ({data['window']}); raise data.window or shorten"
+        )
+    if model_cfg.context < 2:
+        raise ForesightError("model.context must be at least 2 frames")
+    n_sensors = len(data["channels"])
+    if init is not None:
+        base = load_model(init)
+        check_compatible(base.card, model_cfg, data, str(init))
+        model = base.model
+    else:
+        model = build_model(model_cfg, int(data["image_size"]), n_sensors, train_cfg.seed)
+    norm = compute_norm(train_src, model_cfg, train_cfg.seed)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(train_cfg)
+    opt_state = tx.init(params)
+    replicated, split, batch = _mesh_shardings(train_cfg.batch_size)
+    state_dir = out.with_name(out.name + ".train")
+    params, opt_state, meta = _resume_state(state_dir, params, opt_state)
+    params, opt_state = jax.device_put((params, opt_state), replicated)
+    norm = jax.device_put(norm, replicated)
+    train_step, eval_step = make_steps(graphdef, tx, steps, model_cfg.context)
+
+    def shard(x):
+        return jax.make_array_from_process_local_data(split, np.ascontiguousarray(x))
+
+    step = int(meta.get("step", 0))
+    best = float(meta.get("best", np.inf))
+    bad = int(meta.get("bad", 0))
+    best_params = jax.device_get(params)
+    rng = np.random.default_rng(train_cfg.seed + 7919 * step)
+    key = jax.random.key(train_cfg.seed)
+    batches = _prefetch(train_src.batches(batch, rng, window))
+    budget = train_cfg.max_minutes * 60 if train_cfg.max_minutes else None
+    t0 = time.monotonic()
+    frames_seen, stopped, val = 0, "max_steps", {}
+    bar = tqdm(total=train_cfg.max_steps, initial=step, disable=not progress, unit="step")
+    try:
+        while step < train_cfg.max_steps:
+            frames, raw = next(batches)
+            key, sub = jax.random.split(key)
+            params, opt_state, metrics = train_step(
+                params, opt_state, norm, shard(frames), shard(raw), sub
+            )
+            step += 1
+            frames_seen += frames.shape[0] * frames.shape[1]
+            elapsed = time.monotonic() - t0
+            if step % 10 == 0 or step == 1:
+                m = jax.device_get(metrics)
+                bar.set_postfix(loss=f"{float(m['loss']):.4f}", fps=f"{frames_seen / elapsed:.0f}")
+            bar.update(1)
+            done_budget = budget is not None and elapsed >= budget
+            if step % train_cfg.val_every == 0 or step == train_cfg.max_steps or done_budget:
+                val = validate(eval_step, params, norm, val_src, batch, train_cfg.val_batches,
+                               window, shard)
+                obj = objective(val)
+                if obj < best:
+                    best, bad, best_params = obj, 0, jax.device_get(params)
+                else:
+                    bad += 1
+                log.info("step %d: val objective %.4f (best %.4f)", step, obj, best)
+                if bad >= train_cfg.patience:
+                    stopped = "early_stop"
+                    break
+            if step % train_cfg.checkpoint_every == 0:
+                _save_state(state_dir, params, opt_state, {"step": step, "best": best, "bad": bad})
+            if done_budget:
+                stopped = "budget"
+                break
+    except KeyboardInterrupt:
+        _save_state(state_dir, params, opt_state, {"step": step, "best": best, "bad": bad})
+        log.warning("interrupted at step %d; rerun the same command to resume", step)
+        raise
+    finally:
+        bar.close()
+    fps = frames_seen / max(time.monotonic() - t0, 1e-9)
+    params = jax.device_put(best_params, replicated)
+    val = validate(eval_step, params, norm, val_src, batch, max(train_cfg.val_batches, 16),
+                   window, shard)
+    nnx.update(model, jax.device_get(params))
+    card = dict(card or {})
+    card["training"] = {
+        "steps": step, "stopped": stopped, "frames_per_s": fps, "batch_size": batch,
+        "devices": jax.device_count(), "init": str(init) if init else None,
+        "horizon_steps": list(steps),
+        "val": {k: np.asarray(v).tolist() for k, v in val.items()},
+    }
+    bundle = ModelBundle(model, jax.device_get(norm), model_cfg, dict(data), card)
+    save_model(bundle, out)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return TrainResult(out, step, fps, stopped, val)
