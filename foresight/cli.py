@@ -110,6 +110,14 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from foresight.bench.model import bench_model
+
+    model = Path(args.model) if args.model else None
+    print(bench_model(_config(args), Path(args.benchmarks), model=model, frames=args.frames))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``foresight`` command."""
     from foresight import __version__
@@ -170,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--seconds", type=float, default=120.0, help="simulated seconds to render")
     pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
     pb.set_defaults(func=cmd_bench_sim)
+    pb = bsub.add_parser("model", help="world model inference and training throughput")
+    _add_config_args(pb)
+    pb.add_argument("--model", help="model directory (default: fresh weights of the config)")
+    pb.add_argument("--frames", type=int, default=500, help="frames to time")
+    pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
+    pb.set_defaults(func=cmd_bench_model)
     pb = bsub.add_parser("ingest", help="ingest throughput and peak memory")
     _add_config_args(pb)
     pb.add_argument("--minutes", type=float, default=10.0, help="minutes of footage to ingest")

@@ -38,3 +38,6 @@ class IngestConfig(BaseModel):
         1.0, ge=0, description="allowed difference between video and CSV durations"
     )
     require_sensors: bool = Field(False, description="reject videos without a same-stem CSV")
+    chunk_frames: int = Field(
+        64, ge=1, le=4096, description="output frames buffered per write (bounds worker memory)"
+    )

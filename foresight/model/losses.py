@@ -91,17 +91,20 @@ def loss_fn(model: WorldModel, norm: Norm, frames_u8, raw, key, steps, context):
     b, t = frames.shape[:2]
     assert context - 1 + max(steps) < t, (context, steps, t)
     f = filter_window(model, norm, frames, raw, key)
-    # Reconstruction of steps 1..T-1 from the posterior, copying from the previous frame.
+    # Reconstruction of the context steps 1..C-1 from the posterior, copying the previous frame
+    # (the future steps are learned through the open-loop predictions below).
+    c = context
+    n = b * (c - 1)
     rec = _decode(
         model,
-        f["h"][:, 1:].reshape(b * (t - 1), 1, -1),
-        model.rssm.mask_z(f["z"][:, 1:]).reshape(b * (t - 1), 1, -1),
-        f["post_std"][:, 1:].reshape(b * (t - 1), 1, -1),
-        frames[:, :-1].reshape(b * (t - 1), *frames.shape[2:]),
+        f["h"][:, 1:c].reshape(n, 1, -1),
+        model.rssm.mask_z(f["z"][:, 1:c]).reshape(n, 1, -1),
+        f["post_std"][:, 1:c].reshape(n, 1, -1),
+        frames[:, : c - 1].reshape(n, *frames.shape[2:]),
     )
-    target = frames[:, 1:].reshape(b * (t - 1), 1, *frames.shape[2:])
+    target = frames[:, 1:c].reshape(n, 1, *frames.shape[2:])
     rec_frame = beta_nll(target, rec.frame, rec.frame_logvar, cfg.beta_nll)
-    xs, ms = f["x"][:, 1:].reshape(b * (t - 1), 1, -1), f["mask"][:, 1:].reshape(b * (t - 1), 1, -1)
+    xs, ms = f["x"][:, 1:c].reshape(n, 1, -1), f["mask"][:, 1:c].reshape(n, 1, -1)
     rec_sens = _sensor_nll(xs, ms, rec, cfg.beta_nll)
     # KL balancing with free nats (DreamerV3).
     sg = jax.lax.stop_gradient
