@@ -76,17 +76,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     if updates:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=updates)})
     res = fit(
-        cfg, Path(args.data) if args.data else None, Path(args.out),
-        init=Path(args.init) if args.init else None, sim=args.sim or args.lines > 1,
-        lines=args.lines, progress=not args.quiet,
+        cfg,
+        Path(args.data) if args.data else None,
+        Path(args.out),
+        init=Path(args.init) if args.init else None,
+        sim=args.sim or args.lines > 1,
+        lines=args.lines,
+        progress=not args.quiet,
     )
     print(_describe_train(res))
     return 0
 
 
 def _describe_train(res) -> str:
-    lines = [f"model written to {res.path} after {res.steps} steps ({res.stopped}), "
-             f"{res.frames_per_s:.0f} frames/s"]
+    lines = [
+        f"model written to {res.path} after {res.steps} steps ({res.stopped}), "
+        f"{res.frames_per_s:.0f} frames/s"
+    ]
     v = res.val
     for i, (m, c) in enumerate(zip(v["frame_model"], v["frame_copy_last"], strict=True)):
         row = f"  horizon {i}: frame MSE {m:.5f} vs copy-last {c:.5f}"
@@ -153,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
-    for name, hlp in (("train", "train or fine-tune a world model"),
-                      ("pretrain", "train a base model over many simulated lines")):
+    for name, hlp in (
+        ("train", "train or fine-tune a world model"),
+        ("pretrain", "train a base model over many simulated lines"),
+    ):
         p = sub.add_parser(name, help=hlp)
         _add_config_args(p)
         p.add_argument("--out", required=True, help="model directory to write")

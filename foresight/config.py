@@ -239,7 +239,9 @@ def _describe(err: ValidationError, origin: dict[str, str], file_label: str) -> 
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     got = first.get("input")
-    detail = "" if first["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+    detail = (
+        "" if first["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+    )
     more = len(err.errors()) - 1
     tail = f" [and {more} more problem{'s' * (more > 1)}]" if more else ""
     return f"{source}: key {key!r}: {msg}{detail}{tail}"

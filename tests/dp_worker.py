@@ -33,7 +33,9 @@ for i in range(3):
     f = jax.make_array_from_process_local_data(split, f)
     s = jax.make_array_from_process_local_data(split, s)
     params, opt, _ = train_step(params, opt, norm, f, s, jax.random.key(i))
-flat = {"/".join(map(str, k)): np.asarray(v) for k, v in
-        jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(jax.device_get(params)))[0]}
+flat = {
+    "/".join(map(str, k)): np.asarray(v)
+    for k, v in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(jax.device_get(params)))[0]
+}
 flat = {k.replace("'", "").replace("[", "").replace("]", ""): v for k, v in flat.items()}
 np.savez(sys.argv[1], devices=jax.device_count(), **flat)

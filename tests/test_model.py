@@ -33,8 +33,9 @@ def cfg():
 def trained(cfg, tmp_path_factory):
     out = tmp_path_factory.mktemp("m") / "model"
     tr, va = sources(cfg.data.image_size, cfg.data.window)
-    res = train_model(cfg.model, cfg.train, cfg.data.model_dump(mode="json"), tr, va, out,
-                      progress=False)
+    res = train_model(
+        cfg.model, cfg.train, cfg.data.model_dump(mode="json"), tr, va, out, progress=False
+    )
     return res
 
 
@@ -84,13 +85,22 @@ def test_model_card_traces_training(trained):
 def test_fine_tune_from_base(cfg, trained, tmp_path):
     tr, va = sources(cfg.data.image_size, cfg.data.window, seed=50)
     tcfg = cfg.train.model_copy(update={"max_steps": 5, "val_every": 5})
-    res = train_model(cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va,
-                      tmp_path / "ft", init=trained.path, progress=False)
+    res = train_model(
+        cfg.model,
+        tcfg,
+        cfg.data.model_dump(mode="json"),
+        tr,
+        va,
+        tmp_path / "ft",
+        init=trained.path,
+        progress=False,
+    )
     card = read_card(res.path)
     assert card["training"]["init"] == str(trained.path)
     # Starting from the base, 5 steps keep the base's quality; from scratch they do not.
-    scratch = train_model(cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va,
-                          tmp_path / "sc", progress=False)
+    scratch = train_model(
+        cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, tmp_path / "sc", progress=False
+    )
     assert np.mean(res.val["frame_model"]) < np.mean(scratch.val["frame_model"])
 
 
@@ -121,8 +131,16 @@ def test_incompatible_checkpoint(cfg, trained, tmp_path):
         check_compatible(card, other, cfg.data.model_dump(mode="json"), "m")
     tr, va = sources(cfg.data.image_size, cfg.data.window)
     with pytest.raises(InputError, match="incompatible checkpoint"):
-        train_model(other, cfg.train, cfg.data.model_dump(mode="json"), tr, va,
-                    tmp_path / "x", init=trained.path, progress=False)
+        train_model(
+            other,
+            cfg.train,
+            cfg.data.model_dump(mode="json"),
+            tr,
+            va,
+            tmp_path / "x",
+            init=trained.path,
+            progress=False,
+        )
 
 
 def test_initial_carry_and_divisibility(cfg):
@@ -147,13 +165,21 @@ def test_resume_after_interruption(cfg, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tm, "validate", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        train_model(cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, tmp_path / "r",
-                    progress=False)
+        train_model(
+            cfg.model,
+            tcfg,
+            cfg.data.model_dump(mode="json"),
+            tr,
+            va,
+            tmp_path / "r",
+            progress=False,
+        )
     state = json.loads((tmp_path / "r.train" / "loop.json").read_text())
     assert state["step"] == 3
     monkeypatch.setattr(tm, "validate", real)
-    res = train_model(cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, tmp_path / "r",
-                      progress=False)
+    res = train_model(
+        cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, tmp_path / "r", progress=False
+    )
     assert res.steps == 6 and not (tmp_path / "r.train").exists()
 
 
@@ -162,8 +188,9 @@ def test_data_parallel_matches_single_device(tmp_path):
     script = HERE / "dp_worker.py"
     outs = []
     for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
-                   JAX_PLATFORMS="cpu")
+        env = dict(
+            os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu"
+        )
         out = tmp_path / f"p{n}.npz"
         subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, timeout=600)
         outs.append(np.load(out))

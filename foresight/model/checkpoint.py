@@ -1,10 +1,10 @@
 """Model directories: orbax weights plus a JSON model card, written atomically.
 
-Layout of ``MODEL/``: ``weights/`` (orbax: parameters, sensor normalisation and, once calibrated, the
-residual statistics and alarm thresholds) and ``model.json`` (the card: resolved config with secrets
-masked, data settings, manifest hashes of the footage it learned from, training metrics, code
-version). A model is built in ``MODEL.partial-*`` beside the target and renamed into place, so a
-crash never leaves a half-written model where the monitor would load it.
+Layout of ``MODEL/``: ``weights/`` (orbax: parameters, sensor normalisation and, once
+calibrated, the residual statistics and alarm thresholds) and ``model.json`` (the card: resolved
+config with secrets masked, data settings, manifest hashes of the footage it learned from, training
+metrics, code version). A model is built in ``MODEL.partial-*`` beside the target and renamed into
+place, so a crash never leaves a half-written model where the monitor would load it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,10 @@ def code_version() -> str:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
             timeout=5,
         )
         commit = out.stdout.strip() if out.returncode == 0 else ""
@@ -169,8 +172,11 @@ def load_model(path: str | os.PathLike[str]) -> ModelBundle:
     s = int(card["n_sensors"])
     target = {
         "params": abstract,
-        "norm": {"mean": np.zeros(s, np.float32), "std": np.ones(s, np.float32),
-                 "diff": np.zeros(s, bool)},
+        "norm": {
+            "mean": np.zeros(s, np.float32),
+            "std": np.ones(s, np.float32),
+            "diff": np.zeros(s, bool),
+        },
     }
     if not (path / "weights").is_dir():
         raise InputError(f"{path}: corrupt model: weights/ is missing")
@@ -190,7 +196,9 @@ def load_model(path: str | os.PathLike[str]) -> ModelBundle:
     nnx.update(model, state)
     n = tree["norm"]
     norm = Norm(
-        jnp.asarray(n["mean"]), jnp.asarray(n["std"]), jnp.asarray(n["diff"], bool),
+        jnp.asarray(n["mean"]),
+        jnp.asarray(n["std"]),
+        jnp.asarray(n["diff"], bool),
         action_index=int(card.get("action_index", -1)),
     )
     extra = {k: np.asarray(v) for k, v in tree.get("extra", {}).items()}

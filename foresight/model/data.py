@@ -1,9 +1,9 @@
 """Where training windows come from: ingested shards, raw footage, or the simulator streamed live.
 
 ``open_training_data`` accepts an ingest directory (or its ``manifest.json``), a directory of raw
-recordings (ingested first into ``<out>.shards/``, resumable), or ``sim=True`` for the simulated line
-rendered on the fly (normal operation only: no faults), optionally over many line appearances for
-the base model (``foresight pretrain``).
+recordings (ingested first into ``<out>.shards/``, resumable), or ``sim=True`` for the simulated
+line rendered on the fly (normal operation only: no faults), optionally over many line
+appearances for the base model (``foresight pretrain``).
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ class SimStream:
                 f = line.step()
                 while line.t < target - 1e-9:
                     f = line.step()
-                frames[i] = cv2.resize(f.frame, (d.image_size, d.image_size),
-                                       interpolation=cv2.INTER_AREA)
+                frames[i] = cv2.resize(
+                    f.frame, (d.image_size, d.image_size), interpolation=cv2.INTER_AREA
+                )
                 sens[i] = f.sensors[: len(self.channels)]
             yield frames, sens
 
@@ -103,15 +104,24 @@ def manifest_hashes(path: Path) -> dict[str, Any]:
 
 
 def open_training_data(
-    cfg: Config, data: Path | None, out: Path, *, sim: bool = False, lines: int = 1,
+    cfg: Config,
+    data: Path | None,
+    out: Path,
+    *,
+    sim: bool = False,
+    lines: int = 1,
     progress: bool = True,
 ):
     """Training and validation sources plus the data description for the model card."""
     if sim:
         seed = cfg.train.seed
         train = SimStream(cfg, seed=seed * 2 + 11, lines=lines)
-        val = SimStream(cfg, seed=seed * 2 + 12, lines=lines, val_windows=cfg.train.val_batches
-                        * cfg.train.batch_size)
+        val = SimStream(
+            cfg,
+            seed=seed * 2 + 12,
+            lines=lines,
+            val_windows=cfg.train.val_batches * cfg.train.batch_size,
+        )
         return train, val, {"source": "simulator", "lines": lines, "sim": cfg.sim.model_dump()}
     if data is None:
         raise InputError("no training data: give --data DIR or --sim")

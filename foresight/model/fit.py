@@ -27,6 +27,13 @@ def fit(
     )
     card = {"config": resolved_dict(cfg), "data_source": data_card, "line": cfg.line.name}
     return train_model(
-        cfg.model, cfg.train, cfg.data.model_dump(mode="json"), train_src, val_src, out,
-        init=init, card=card, progress=progress,
+        cfg.model,
+        cfg.train,
+        cfg.data.model_dump(mode="json"),
+        train_src,
+        val_src,
+        out,
+        init=init,
+        card=card,
+        progress=progress,
     )

@@ -1,9 +1,10 @@
 """Loss and evaluation math of the world model, as module-level pure functions.
 
 One window (B, T) is filtered with the posterior (reconstruction and KL terms), then from step
-``context - 1`` the prior is rolled open-loop under the recorded actions and decoded at each horizon
-(the predictions the monitor scores). Validation reports, per horizon, the model's mean squared error
-next to the copy-last-frame baseline (frames) and the linear-extrapolation baseline (sensors).
+``context - 1`` the prior is rolled open-loop under the recorded actions and decoded at each
+horizon (the predictions the monitor scores). Validation reports, per horizon, the model's mean
+squared error next to the copy-last-frame baseline (frames) and the linear-extrapolation baseline
+(sensors).
 """
 
 from __future__ import annotations

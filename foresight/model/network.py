@@ -26,7 +26,10 @@ class Encoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, image_size: int, n_sensors: int, *, rngs: nnx.Rngs):
         chans = (3, *cfg.conv)
         self.convs = nnx.List(
-            [nnx.Conv(a, b, (4, 4), strides=2, rngs=rngs) for a, b in zip(chans, chans[1:])]
+            [
+                nnx.Conv(a, b, (4, 4), strides=2, rngs=rngs)
+                for a, b in zip(chans, chans[1:], strict=False)
+            ]
         )
         side = image_size // 2 ** len(cfg.conv)
         self.flat = side * side * cfg.conv[-1]
@@ -53,7 +56,10 @@ class Decoder(nnx.Module):
         chans = (*cfg.conv[::-1][1:], 16)
         ins = (self.c0, *chans[:-1])
         self.deconvs = nnx.List(
-            [nnx.ConvTranspose(a, b, (4, 4), strides=2, rngs=rngs) for a, b in zip(ins, chans)]
+            [
+                nnx.ConvTranspose(a, b, (4, 4), strides=2, rngs=rngs)
+                for a, b in zip(ins, chans, strict=True)
+            ]
         )
         self.head = nnx.Conv(chans[-1], 5, (3, 3), rngs=rngs)
 

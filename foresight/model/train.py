@@ -98,7 +98,9 @@ def compute_norm(source: WindowSource, model_cfg: ModelConfig, seed: int) -> Nor
     std = np.maximum(std, 1e-3 * np.maximum(np.abs(mean), 1.0))
     action = channels.index("feeder_setpoint") if "feeder_setpoint" in channels else -1
     return Norm(
-        jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32), jnp.asarray(diff),
+        jnp.asarray(mean, jnp.float32),
+        jnp.asarray(std, jnp.float32),
+        jnp.asarray(diff),
         action_index=action,
     )
 
@@ -146,8 +148,9 @@ def _prefetch(it: Iterator, size: int = 2) -> Iterator:
         yield item
 
 
-def validate(eval_step, params, norm, source: WindowSource, batch: int, max_batches: int,
-             window: int, shard) -> dict[str, np.ndarray]:
+def validate(
+    eval_step, params, norm, source: WindowSource, batch: int, max_batches: int, window: int, shard
+) -> dict[str, np.ndarray]:
     """Per-horizon mean squared errors of the model and both baselines on held-out windows."""
     sums: dict[str, np.ndarray] = {}
     for i, (frames, raw) in enumerate(source.iter_windows(batch)):
@@ -286,8 +289,9 @@ def train_model(
             bar.update(1)
             done_budget = budget is not None and elapsed >= budget
             if step % train_cfg.val_every == 0 or step == train_cfg.max_steps or done_budget:
-                val = validate(eval_step, params, norm, val_src, batch, train_cfg.val_batches,
-                               window, shard)
+                val = validate(
+                    eval_step, params, norm, val_src, batch, train_cfg.val_batches, window, shard
+                )
                 obj = objective(val)
                 if obj < best:
                     best, bad, best_params = obj, 0, jax.device_get(params)
@@ -310,13 +314,18 @@ def train_model(
         bar.close()
     fps = frames_seen / max(time.monotonic() - t0, 1e-9)
     params = jax.device_put(best_params, replicated)
-    val = validate(eval_step, params, norm, val_src, batch, max(train_cfg.val_batches, 16),
-                   window, shard)
+    val = validate(
+        eval_step, params, norm, val_src, batch, max(train_cfg.val_batches, 16), window, shard
+    )
     nnx.update(model, jax.device_get(params))
     card = dict(card or {})
     card["training"] = {
-        "steps": step, "stopped": stopped, "frames_per_s": fps, "batch_size": batch,
-        "devices": jax.device_count(), "init": str(init) if init else None,
+        "steps": step,
+        "stopped": stopped,
+        "frames_per_s": fps,
+        "batch_size": batch,
+        "devices": jax.device_count(),
+        "init": str(init) if init else None,
         "horizon_steps": list(steps),
         "val": {k: np.asarray(v).tolist() for k, v in val.items()},
     }
