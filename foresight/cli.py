@@ -102,6 +102,17 @@ def _describe_train(res) -> str:
     return "\n".join(lines)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from foresight.demo import run_demo
+
+    print(
+        run_demo(
+            _config(args), Path(args.out), args.minutes, args.train_minutes, progress=not args.quiet
+        )
+    )
+    return 0
+
+
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     from foresight.bench.sim import bench_sim
 
@@ -124,6 +135,24 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_quality(args: argparse.Namespace) -> int:
+    from foresight.bench.quality import bench_quality
+
+    print(
+        bench_quality(
+            _config(args),
+            Path(args.benchmarks),
+            minutes=args.minutes,
+            train_minutes=args.train_minutes,
+            base=Path(args.base) if args.base else None,
+            base_minutes=args.base_minutes,
+            lines=args.lines,
+            workdir=Path(args.workdir) if args.workdir else None,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``foresight`` command."""
     from foresight import __version__
@@ -140,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     ps = csub.add_parser("show", help="print the effective configuration (secrets masked)")
     _add_config_args(ps)
     ps.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("demo", help="the main job on embedded defaults (no PLC, DB or camera)")
+    _add_config_args(p)
+    p.add_argument("--out", default="runs/demo", help="working directory")
+    p.add_argument("--minutes", type=float, default=6.0, help="minutes of normal footage")
+    p.add_argument("--train-minutes", type=float, default=3.0, help="training budget")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="render simulated line footage with labels")
     _add_config_args(p)
@@ -192,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--frames", type=int, default=500, help="frames to time")
     pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
     pb.set_defaults(func=cmd_bench_model)
+    pb = bsub.add_parser("quality", help="prediction error vs baselines; fine-tune vs scratch")
+    _add_config_args(pb)
+    pb.add_argument("--minutes", type=float, default=20.0, help="target-line footage")
+    pb.add_argument("--train-minutes", type=float, default=5.0, help="budget per run")
+    pb.add_argument("--base", help="use this base model instead of pretraining one")
+    pb.add_argument("--base-minutes", type=float, default=10.0, help="pretraining budget")
+    pb.add_argument("--lines", type=int, default=16, help="line appearances to pretrain on")
+    pb.add_argument("--workdir", help="keep footage and models here")
+    pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
+    pb.set_defaults(func=cmd_bench_quality)
     pb = bsub.add_parser("ingest", help="ingest throughput and peak memory")
     _add_config_args(pb)
     pb.add_argument("--minutes", type=float, default=10.0, help="minutes of footage to ingest")
@@ -208,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("absl").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    for noisy in ("absl", "jax._src.xla_bridge"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ForesightError as e:

@@ -67,6 +67,7 @@ class TrainResult:
     frames_per_s: float
     stopped: str  # "max_steps", "early_stop", "budget"
     val: dict[str, Any]
+    history: list[dict[str, float]]
 
 
 def maybe_init_distributed() -> None:
@@ -265,6 +266,7 @@ def train_model(
     step = int(meta.get("step", 0))
     best = float(meta.get("best", np.inf))
     bad = int(meta.get("bad", 0))
+    history: list[dict[str, float]] = list(meta.get("history", []))
     best_params = jax.device_get(params)
     rng = np.random.default_rng(train_cfg.seed + 7919 * step)
     key = jax.random.key(train_cfg.seed)
@@ -293,6 +295,13 @@ def train_model(
                     eval_step, params, norm, val_src, batch, train_cfg.val_batches, window, shard
                 )
                 obj = objective(val)
+                history.append(
+                    {
+                        "step": step,
+                        "objective": obj,
+                        "frame_mse": float(np.mean(val["frame_model"])),
+                    }
+                )
                 if obj < best:
                     best, bad, best_params = obj, 0, jax.device_get(params)
                 else:
@@ -302,12 +311,22 @@ def train_model(
                     stopped = "early_stop"
                     break
             if step % train_cfg.checkpoint_every == 0:
-                _save_state(state_dir, params, opt_state, {"step": step, "best": best, "bad": bad})
+                _save_state(
+                    state_dir,
+                    params,
+                    opt_state,
+                    {"step": step, "best": best, "bad": bad, "history": history},
+                )
             if done_budget:
                 stopped = "budget"
                 break
     except KeyboardInterrupt:
-        _save_state(state_dir, params, opt_state, {"step": step, "best": best, "bad": bad})
+        _save_state(
+            state_dir,
+            params,
+            opt_state,
+            {"step": step, "best": best, "bad": bad, "history": history},
+        )
         log.warning("interrupted at step %d; rerun the same command to resume", step)
         raise
     finally:
@@ -327,9 +346,10 @@ def train_model(
         "devices": jax.device_count(),
         "init": str(init) if init else None,
         "horizon_steps": list(steps),
+        "history": history,
         "val": {k: np.asarray(v).tolist() for k, v in val.items()},
     }
     bundle = ModelBundle(model, jax.device_get(norm), model_cfg, dict(data), card)
     save_model(bundle, out)
     shutil.rmtree(state_dir, ignore_errors=True)
-    return TrainResult(out, step, fps, stopped, val)
+    return TrainResult(out, step, fps, stopped, val, history)

@@ -46,15 +46,28 @@ class SimConfig(BaseModel):
     lighting_change_at: float | None = Field(
         None, ge=0, description="seconds from start when the lighting changes (a slow drift)"
     )
+    appearance_seed: int = Field(
+        0,
+        ge=0,
+        description="line variant: palette, camera offset/zoom, belt colour and product set; "
+        "evaluate on a value never used in training to test an unseen line",
+    )
+    products: int = Field(3, ge=1, le=8, description="product variants run on this line")
+    changeover_seconds: float = Field(
+        90.0, ge=5, le=3600, description="line stopped for a product changeover"
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> SimConfig:
         lo, hi = self.speed_range
         if not 0 < lo <= hi <= 2:
-            raise ValueError(f"speed_range must satisfy 0 < low <= high <= 2, got {self.speed_range}")
+            raise ValueError(
+                f"speed_range must satisfy 0 < low <= high <= 2, got {self.speed_range}"
+            )
         lo, hi = self.precursor_seconds
         if not 0.2 <= lo <= hi <= 30:
             raise ValueError(
-                f"precursor_seconds must satisfy 0.2 <= low <= high <= 30, got {self.precursor_seconds}"
+                "precursor_seconds must satisfy 0.2 <= low <= high <= 30, "
+                f"got {self.precursor_seconds}"
             )
         return self
