@@ -131,7 +131,15 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     from foresight.bench.model import bench_model
 
     model = Path(args.model) if args.model else None
-    print(bench_model(_config(args), Path(args.benchmarks), model=model, frames=args.frames))
+    print(
+        bench_model(
+            _config(args),
+            Path(args.benchmarks),
+            model=model,
+            frames=args.frames,
+            memory=args.memory,
+        )
+    )
     return 0
 
 
@@ -227,14 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(pb)
     pb.add_argument("--model", help="model directory (default: fresh weights of the config)")
     pb.add_argument("--frames", type=int, default=500, help="frames to time")
+    pb.add_argument("--memory", action="store_true", help="also training memory vs data size")
     pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
     pb.set_defaults(func=cmd_bench_model)
     pb = bsub.add_parser("quality", help="prediction error vs baselines; fine-tune vs scratch")
     _add_config_args(pb)
     pb.add_argument("--minutes", type=float, default=20.0, help="target-line footage")
-    pb.add_argument("--train-minutes", type=float, default=5.0, help="budget per run")
+    pb.add_argument("--train-steps", type=int, default=120, help="steps per run")
     pb.add_argument("--base", help="use this base model instead of pretraining one")
-    pb.add_argument("--base-minutes", type=float, default=10.0, help="pretraining budget")
+    pb.add_argument("--base-steps", type=int, default=250, help="pretraining steps")
+    pb.add_argument("--samples", help="also train on this footage for --samples-minutes")
+    pb.add_argument("--samples-minutes", type=float, default=5.0, help="budget for --samples")
     pb.add_argument("--lines", type=int, default=16, help="line appearances to pretrain on")
     pb.add_argument("--workdir", help="keep footage and models here")
     pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")

@@ -112,8 +112,39 @@ def _peak() -> tuple[str, float | None]:
     return f"{dev.platform}: {kind} x{jax.device_count()}", peak
 
 
+def bench_train_memory(cfg: Config, minutes: tuple[float, float] = (2.0, 20.0)) -> str:
+    """Peak training memory on a short and a long simulated dataset (markdown rows)."""
+    import tempfile
+
+    from foresight.bench.trainmem import run_in_subprocess
+    from foresight.ingest import run_ingest
+    from foresight.sim.generate import simulate_to_dir
+
+    rows = [
+        "| footage | frames at model rate | shard GB | peak anonymous MB | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="foresight-mem-") as tmp:
+        for m in minutes:
+            d = Path(tmp) / f"m{m:g}"
+            sim = cfg.sim.model_copy(update={"faults_per_hour": 0.0})
+            simulate_to_dir(sim, d / "raw", hours=m / 60, progress=False)
+            run_ingest([d / "raw"], d / "shards", cfg.data, cfg.ingest, progress=False)
+            r = run_in_subprocess(d / "shards", cfg.preset, 15)
+            rows.append(
+                f"| {m:g} min | {r['frames']} | {r['gb']:.3f} | "
+                f"{r['peak_anon_mb']:.0f} | {r['peak_rss_mb']:.0f} |"
+            )
+    return "\n".join(rows)
+
+
 def bench_model(
-    cfg: Config, out: Path, model: Path | None = None, frames: int = 500, train_steps: int = 20
+    cfg: Config,
+    out: Path,
+    model: Path | None = None,
+    frames: int = 500,
+    train_steps: int = 20,
+    memory: bool = False,
 ) -> str:
     """Measure inference and training throughput and write the ``model`` section."""
     bundle = _bundle(cfg, model)
@@ -147,6 +178,12 @@ def bench_model(
         f"{max(horizon_steps(cfg.model, d.fps))} latent steps, decode "
         f"{len(horizon_steps(cfg.model, d.fps))} horizon frames.\n\n" + "\n".join(rows) + "\n"
     )
+    if memory:
+        body += (
+            "\nTraining memory against dataset size (15 steps on each; anonymous memory is the "
+            "process's own, RSS also counts memory-mapped shard pages, which are evictable page "
+            "cache):\n\n" + bench_train_memory(cfg) + "\n"
+        )
     name = "model-gpu" if on_gpu else "model"
     md = section(f"World model throughput ({'GPU' if on_gpu else 'CPU'})", body)
     write_section(out, name, md)

@@ -19,6 +19,9 @@ class ModelConfig(BaseModel):
     deter: int = Field(256, ge=4, le=4096, description="deterministic (GRU) state size")
     stoch: int = Field(32, ge=0, le=1024, description="stochastic latent size; 0 = deterministic")
     hidden: int = Field(256, ge=4, le=4096)
+    background_alpha: float = Field(
+        0.2, gt=0, le=1, description="EWMA rate of the background copy source (per frame)"
+    )
     free_nats: float = Field(1.0, ge=0, le=100)
     kl_dyn: float = Field(0.5, ge=0, le=100)
     kl_rep: float = Field(0.1, ge=0, le=100)
@@ -36,13 +39,13 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_size: int = Field(16, ge=1, le=65536)
-    lr: float = Field(1e-3, gt=0, le=1)
-    warmup_steps: int = Field(100, ge=0)
+    batch_size: int = Field(8, ge=1, le=65536)
+    lr: float = Field(2e-3, gt=0, le=1)
+    warmup_steps: int = Field(20, ge=0)
     grad_clip: float = Field(100.0, gt=0)
     max_steps: int = Field(20000, ge=1)
     max_minutes: float | None = Field(None, gt=0, description="wall-clock budget")
-    val_every: int = Field(200, ge=1)
+    val_every: int = Field(50, ge=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     val_batches: int = Field(8, ge=1, description="validation batches per evaluation")
     patience: int = Field(8, ge=1, description="validations without improvement before stopping")

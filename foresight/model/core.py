@@ -34,6 +34,8 @@ class Carry(NamedTuple):
     z: jax.Array  # (B, stoch)
     action: jax.Array  # (B,) normalised action at the last observed step
     frame: jax.Array  # (B, H, W, 3) last observed frame in [0, 1]
+    bg: jax.Array  # (B, H, W, 3) running-mean background in [0, 1]
+    n: jax.Array  # (B,) frames observed so far
     raw: jax.Array  # (B, S) last raw sensor values (for differenced channels)
 
 
@@ -82,6 +84,8 @@ def init_carry(model: WorldModel, batch: int, image_size: int) -> Carry:
         z=jnp.zeros((batch, max(cfg.stoch, 1))),
         action=jnp.zeros((batch,)),
         frame=jnp.zeros((batch, image_size, image_size, 3)),
+        bg=jnp.zeros((batch, image_size, image_size, 3)),
+        n=jnp.zeros((batch,)),
         raw=jnp.full((batch, model.n_sensors), jnp.nan),
     )
 
@@ -106,7 +110,14 @@ def observe(
     h, z, post = _filter(model, carry.h, carry.z, carry.action, embed, None)
     action = action_of(x, mask, norm)
     raw = jnp.where(jnp.isfinite(raw), raw, carry.raw)
-    return Carry(h, z, action, frame, raw), post
+    bg = update_background(carry.bg, frame, carry.n, model.cfg.background_alpha)
+    return Carry(h, z, action, frame, bg, carry.n + 1, raw), post
+
+
+def update_background(bg: jax.Array, frame: jax.Array, n: jax.Array, alpha: float) -> jax.Array:
+    """EWMA of frames with rate max(alpha, 1/(n+1)): a plain mean until it has 1/alpha frames."""
+    w = jnp.maximum(alpha, 1.0 / (n + 1.0)).reshape(-1, *([1] * (frame.ndim - 1)))
+    return bg + w * (frame - bg)
 
 
 def _roll(model: WorldModel, h, z, actions):
@@ -132,15 +143,14 @@ def forecast(
     hs, mus, stds = _roll(model, carry.h, carry.z, actions)
     idx = np.asarray(steps) - 1
     hs, mus, stds = hs[:, idx], mus[:, idx], stds[:, idx]
-    return _decode(model, hs, mus, stds, carry.frame)
+    return _decode(model, hs, mus, stds, carry.frame, carry.bg)
 
 
-def _decode(model: WorldModel, hs, mus, stds, last) -> Forecast:
-    """Decode latent features (B, n, .) with copy source ``last`` (B, H, W, 3)."""
+def _decode(model: WorldModel, hs, mus, stds, last, bg) -> Forecast:
+    """Decode latent features (B, n, .) with copy sources ``last`` and ``bg`` (B, H, W, 3)."""
     b, n = hs.shape[:2]
     feat = model.features(hs, mus).reshape(b * n, -1)
-    last_rep = jnp.repeat(last, n, axis=0)
-    mean, logvar = model.decoder(feat, last_rep)
+    mean, logvar = model.decoder(feat, jnp.repeat(last, n, axis=0), jnp.repeat(bg, n, axis=0))
     s_mu, s_std = model.sensor_head(feat)
     shape = (b, n)
     return Forecast(

@@ -13,7 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from foresight.model.core import Norm, _decode, _filter, _roll, action_of, prepare_sensors
+from foresight.model.core import (
+    Norm,
+    _decode,
+    _filter,
+    _roll,
+    action_of,
+    prepare_sensors,
+    update_background,
+)
 from foresight.model.network import WorldModel
 
 
@@ -53,16 +61,23 @@ def filter_window(model: WorldModel, norm: Norm, frames: jax.Array, raw: jax.Arr
         else jax.random.normal(key, (t, b, z0.shape[-1]))
     )
 
+    alpha = cfg.background_alpha
+
     def step(c, inp):
-        h, z = c
-        e, a, eps = inp
+        h, z, bg, n = c
+        e, a, eps, frame = inp
         h, _, post = _filter(model, h, model.rssm.mask_z(z), a, e, None)
         z = post.post_mu + post.post_std * eps
-        return (h, z), (h, z, post)
+        bg = update_background(bg, frame, n, alpha)
+        return (h, z, bg, n + 1), (h, z, post, bg)
 
     sw = lambda v: jnp.swapaxes(v, 0, 1)  # noqa: E731
-    _, (hs, zs, post) = jax.lax.scan(step, (h0, z0), (sw(embed), sw(a_prev), noise))
+    bg0, n0 = jnp.zeros_like(frames[:, 0]), jnp.zeros((b,))
+    _, (hs, zs, post, bgs) = jax.lax.scan(
+        step, (h0, z0, bg0, n0), (sw(embed), sw(a_prev), noise, sw(frames))
+    )
     return {
+        "bg": sw(bgs),
         "h": sw(hs),
         "z": sw(zs),
         "post_mu": sw(post.post_mu),
@@ -82,7 +97,9 @@ def open_loop(model: WorldModel, f: dict, frames: jax.Array, steps: tuple[int, .
     z0 = model.rssm.mask_z(f["post_mu"][:, start])
     hs, mus, stds = _roll(model, f["h"][:, start], z0, acts)
     idx = np.asarray(steps) - 1
-    return _decode(model, hs[:, idx], mus[:, idx], stds[:, idx], frames[:, start])
+    return _decode(
+        model, hs[:, idx], mus[:, idx], stds[:, idx], frames[:, start], f["bg"][:, start]
+    )
 
 
 def loss_fn(model: WorldModel, norm: Norm, frames_u8, raw, key, steps, context):
@@ -102,6 +119,7 @@ def loss_fn(model: WorldModel, norm: Norm, frames_u8, raw, key, steps, context):
         model.rssm.mask_z(f["z"][:, 1:c]).reshape(n, 1, -1),
         f["post_std"][:, 1:c].reshape(n, 1, -1),
         frames[:, : c - 1].reshape(n, *frames.shape[2:]),
+        f["bg"][:, : c - 1].reshape(n, *frames.shape[2:]),
     )
     target = frames[:, 1:c].reshape(n, 1, *frames.shape[2:])
     rec_frame = beta_nll(target, rec.frame, rec.frame_logvar, cfg.beta_nll)

@@ -3,9 +3,11 @@
 Latent state = deterministic GRU state ``h`` (what is certain: belt phase, carton positions) plus a
 Gaussian stochastic part ``z`` (what is not: whether a hand will pass, a carton's jitter). The
 prior ``p(z_t | h_t)`` predicts the future; the posterior ``q(z_t | h_t, e_t)`` corrects it with the
-observed frame. The frame decoder predicts a mean image as a learned blend of the last observed
-frame (static background copied exactly) and a generated image, plus a per-pixel log-variance, so
-that normal but unpredictable motion is predicted as uncertain rather than scored as anomalous.
+observed frame. The frame decoder predicts a mean image as a learned per-pixel blend of four
+sources: the last observed frame as it is (right for a periodic line at whole periods), the same
+frame warped by a predicted flow (the conveyor's motion), a running-mean background (the static
+scene with camera noise averaged out) and a generated image; plus a per-pixel log-variance, so that
+normal but unpredictable motion is predicted as uncertain rather than scored as anomalous.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Encoder(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """Latent feature (B, F) and last frame to a predicted frame mean and log-variance."""
+    """Latent feature (B, F), last frame and background to a frame mean and log-variance."""
 
     def __init__(self, cfg: ModelConfig, image_size: int, feat: int, *, rngs: nnx.Rngs):
         self.side = image_size // 2 ** len(cfg.conv)
@@ -61,18 +63,53 @@ class Decoder(nnx.Module):
                 for a, b in zip(ins, chans, strict=True)
             ]
         )
-        self.head = nnx.Conv(chans[-1], 5, (3, 3), rngs=rngs)
+        # The head also sees the copy sources, so "static here: take the background" is local.
+        self.head = nnx.Conv(chans[-1] + 9, 10, (3, 3), rngs=rngs)
+        # Flow starts at exactly zero (a plain copy) and is learned only where motion pays.
+        self.head.kernel[...] = self.head.kernel[...].at[..., 8:10].set(0.0)
 
-    def __call__(self, feat: jax.Array, last: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, feat: jax.Array, last: jax.Array, background: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
         x = jax.nn.silu(self.inp(feat)).reshape(feat.shape[0], self.side, self.side, self.c0)
         for deconv in self.deconvs:
             x = jax.nn.silu(deconv(x))
-        x = self.head(x)
+        x = self.head(jnp.concatenate([x, last - 0.5, background - 0.5, last - background], -1))
         gen = jax.nn.sigmoid(x[..., :3])
-        keep = jax.nn.sigmoid(x[..., 3:4] + 2.0)
-        mean = keep * last + (1.0 - keep) * gen
-        logvar = jnp.clip(x[..., 4:5] - 5.0, LOGVAR_MIN, LOGVAR_MAX)
+        # Sources: last frame, last frame moved by a predicted flow, background, generated.
+        mix = jax.nn.softmax(x[..., 3:7] + jnp.array([2.0, 0.0, 0.0, -1.0]), axis=-1)
+        moved = warp(last, x[..., 8:10])
+        srcs = (last, moved, background, gen)
+        mean = sum(mix[..., i : i + 1] * src for i, src in enumerate(srcs))
+        logvar = jnp.clip(x[..., 7:8] - 5.0, LOGVAR_MIN, LOGVAR_MAX)
         return mean, logvar
+
+
+def warp(img: jax.Array, flow: jax.Array) -> jax.Array:
+    """Sample ``img`` (N, H, W, C) bilinearly at (y - flow_y, x - flow_x); edges clamped."""
+    n, h, w, c = img.shape
+    assert flow.shape == (n, h, w, 2), (img.shape, flow.shape)
+    ys, xs = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
+    sx = jnp.clip(xs[None] - flow[..., 0], 0, w - 1)
+    sy = jnp.clip(ys[None] - flow[..., 1], 0, h - 1)
+    x0, y0 = jnp.floor(sx), jnp.floor(sy)
+    wx, wy = (sx - x0)[..., None], (sy - y0)[..., None]
+    x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    x1i, y1i = jnp.minimum(x0i + 1, w - 1), jnp.minimum(y0i + 1, h - 1)
+    flat = img.reshape(n, h * w, c)
+
+    def at(yi, xi):
+        idx = (yi * w + xi).reshape(n, h * w, 1)
+        return jnp.take_along_axis(flat, idx, axis=1).reshape(n, h, w, c)
+
+    return (
+        at(y0i, x0i) * (1 - wx) * (1 - wy)
+        + at(y0i, x1i) * wx * (1 - wy)
+        + at(y1i, x0i) * (1 - wx) * wy
+        + at(y1i, x1i) * wx * wy
+    )
 
 
 class Gaussian(nnx.Module):

@@ -274,7 +274,9 @@ def train_model(
     budget = train_cfg.max_minutes * 60 if train_cfg.max_minutes else None
     t0 = time.monotonic()
     frames_seen, stopped, val = 0, "max_steps", {}
-    bar = tqdm(total=train_cfg.max_steps, initial=step, disable=not progress, unit="step")
+    # With a wall-clock budget the step total means little: show steps and time left instead.
+    total = None if budget is not None else train_cfg.max_steps
+    bar = tqdm(total=total, initial=step, disable=not progress, unit="step")
     try:
         while step < train_cfg.max_steps:
             frames, raw = next(batches)
@@ -287,7 +289,10 @@ def train_model(
             elapsed = time.monotonic() - t0
             if step % 10 == 0 or step == 1:
                 m = jax.device_get(metrics)
-                bar.set_postfix(loss=f"{float(m['loss']):.4f}", fps=f"{frames_seen / elapsed:.0f}")
+                post = {"loss": f"{float(m['loss']):.4f}", "fps": f"{frames_seen / elapsed:.0f}"}
+                if budget is not None:
+                    post["left"] = f"{max(budget - elapsed, 0) / 60:.1f}min"
+                bar.set_postfix(post)
             bar.update(1)
             done_budget = budget is not None and elapsed >= budget
             if step % train_cfg.val_every == 0 or step == train_cfg.max_steps or done_budget:
