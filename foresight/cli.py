@@ -151,11 +151,13 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
             _config(args),
             Path(args.benchmarks),
             minutes=args.minutes,
-            train_minutes=args.train_minutes,
+            train_steps=args.train_steps,
             base=Path(args.base) if args.base else None,
-            base_minutes=args.base_minutes,
+            base_steps=args.base_steps,
             lines=args.lines,
             workdir=Path(args.workdir) if args.workdir else None,
+            samples=Path(args.samples) if args.samples else None,
+            samples_minutes=args.samples_minutes,
         )
     )
     return 0

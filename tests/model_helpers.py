@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-CHANNELS = (
-    "belt_speed",
-    "motor_current",
-    "vibration_rms",
-    "glue_pressure",
-    "photo_eye_count",
-    "feeder_setpoint",
-)
+from foresight.schema import SENSOR_CHANNELS
+
+CHANNELS = SENSOR_CHANNELS
 
 
 def belt_clip(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

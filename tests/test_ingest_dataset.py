@@ -32,17 +32,16 @@ def test_windows_match_the_sources(shards, clips):
     assert ds.data["image_size"] == 32 and len(ds.channels) == 6
     assert [s["windows"] for s in ds.sources] == [4, 6, 3] and len(ds) == 13
     for i in range(len(ds)):
-        frames, sensors = ds.window(i)
+        frames, sensors = ds.read_window(i)
         assert frames.shape == (16, 32, 32, 3) and frames.dtype == np.uint8
         assert sensors.shape == (16, 6) and sensors.dtype == np.float32
-    frames, sensors = ds.window(5)  # source 1, its window 1: frames 8..23
+    frames, sensors = ds.read_window(5)  # source 1, its window 1: frames 8..23
     assert _first_index(clips, frames) == list(range(8, 24))
     raw = np.fromfile(shards / ds.sources[1]["dir"] / "sensors.f32", "<f4").reshape(-1, 6)
     np.testing.assert_array_equal(sensors, raw[8:24])
-    assert np.isnan(ds.window(12)[1]).all()  # clip_2 has no CSV
-    assert ds.read_window(3)[0].tobytes() == ds.window(3)[0].tobytes()
+    assert np.isnan(ds.read_window(12)[1]).all()  # clip_2 has no CSV
     with pytest.raises(IndexError):
-        ds.window(13)
+        ds.read_window(13)
     assert ShardDataset(shards / "manifest.json").sources == ds.sources
 
 
@@ -54,7 +53,7 @@ def test_split_holds_out_whole_sources(shards):
     assert len(train) + len(val) == len(ds)
     again = ds.split(0.3, seed=1)
     assert [s["id"] for s in again[1].sources] == [s["id"] for s in val.sources]
-    assert val.window(0)[0].shape == (16, 32, 32, 3)
+    assert val.read_window(0)[0].shape == (16, 32, 32, 3)
 
 
 def test_split_of_one_source_is_by_time(tmp_path, tiny_cfg, clips):
@@ -64,8 +63,8 @@ def test_split_of_one_source_is_by_time(tmp_path, tiny_cfg, clips):
     assert len(ds) == 11
     train, val = ds.split(0.25)
     assert len(val) == 3 and len(train) == 7  # the window overlapping val is dropped
-    seen_train = {clips.index(f) for i in range(len(train)) for f in train.window(i)[0]}
-    seen_val = {clips.index(f) for i in range(len(val)) for f in val.window(i)[0]}
+    seen_train = {clips.index(f) for i in range(len(train)) for f in train.read_window(i)[0]}
+    seen_val = {clips.index(f) for i in range(len(val)) for f in val.read_window(i)[0]}
     assert max(seen_train) < min(seen_val)
     assert min(seen_val) == 64 and max(seen_val) == 95
 
@@ -84,7 +83,7 @@ def test_batches_and_ordered_pass(shards):
         next(ds.batches(2, rng, window=17))
     passes = list(ds.iter_windows(5))
     assert [len(f) for f, _ in passes] == [5, 5, 3]
-    np.testing.assert_array_equal(passes[1][0][2], ds.window(7)[0])
+    np.testing.assert_array_equal(passes[1][0][2], ds.read_window(7)[0])
 
 
 def test_sensor_stats_ignore_missing_values(shards):

@@ -123,9 +123,14 @@ def bench_quality(
         f"- fine-tuned beats both baselines at every horizon: **{'yes' if beats else 'NO'}**\n"
         f"- from scratch: best validation objective {best_scratch:.4f} at step "
         f"{scratch_best_step} ({scratch.steps} steps in the budget)\n"
-        f"- fine-tuned from the base reaches it at step {reach} "
-        f"(**{frac}** of the from-scratch steps; {tuned.steps} steps in the budget)\n"
-        f"- ablation: deterministic latent objective "
+        + (
+            f"- fine-tuned from the base reaches it at step {reach} (**{frac}** of the "
+            f"from-scratch steps; {tuned.steps} steps in the budget)\n"
+            if reach
+            else f"- fine-tuned from the base does **not** reach it within its {tuned.steps} "
+            f"steps\n"
+        )
+        + f"- ablation: deterministic latent objective "
         f"{min(h['objective'] for h in det.history):.4f} vs stochastic {best_scratch:.4f} "
         f"(lower is better; the detection-side ablation comes with `foresight evaluate`)\n"
     )

@@ -33,24 +33,6 @@ STATS_CHUNK_ROWS = 1 << 16
 Segment = tuple[int, int, int]  # (position in self.sources, first frame, end frame)
 
 
-class WindowLength(int):
-    """The stored window length, an ``int`` that can also be called: ``ds.window(i)``.
-
-    The dataset API names both the length attribute and the reader ``window``; this keeps both.
-    """
-
-    _dataset: ShardDataset
-
-    def __new__(cls, value: int, dataset: ShardDataset) -> WindowLength:
-        obj = super().__new__(cls, value)
-        obj._dataset = dataset
-        return obj
-
-    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Window ``i`` of the dataset (see ``ShardDataset.read_window``)."""
-        return self._dataset.read_window(i)
-
-
 class ShardDataset:
     """Training windows of a shard directory written by ``foresight ingest``."""
 
@@ -127,9 +109,9 @@ class ShardDataset:
         return pos, lo + (i - first) * self.stride
 
     @property
-    def window(self) -> WindowLength:
-        """Frames per stored window (an int); calling it, ``window(i)``, reads window ``i``."""
-        return WindowLength(self._window, self)
+    def window(self) -> int:
+        """Frames per stored window; ``read_window(i)`` reads window ``i``."""
+        return self._window
 
     def read_window(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Window ``i``: frames uint8 (window, H, W, 3) and sensors float32 (window, S)."""
