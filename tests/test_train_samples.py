@@ -91,3 +91,28 @@ def test_train_reports_bad_data_in_one_line(tmp_path, capsys):
     rc = main(["train", "--preset", "tiny", "--sim", "--out", str(tmp_path / "m"), *init])
     assert rc == 2
     assert "no such model directory" in capsys.readouterr().err
+
+
+def test_sim_stream_samples_at_the_model_rate(monkeypatch):
+    """Windows streamed from the simulator step the camera sim.fps / data.fps times per frame."""
+    from foresight.config import load_config
+    from foresight.model.data import SimStream
+    from foresight.sim.line import LineSim
+
+    cfg = load_config(preset="tiny")
+    times: list[float] = []
+    real = LineSim.step
+
+    def spy(self):
+        f = real(self)
+        times.append(f.t)
+        return f
+
+    monkeypatch.setattr(LineSim, "step", spy)
+    stream = SimStream(cfg, seed=3)
+    frames, sens = next(stream.batches(1, np.random.default_rng(0)))
+    assert frames.shape == (1, cfg.data.window, 32, 32, 3)
+    steps_after_skip = len([t for t in times if t >= times[-1] - cfg.data.window / cfg.data.fps])
+    ratio = cfg.sim.fps / cfg.data.fps
+    assert abs(steps_after_skip - cfg.data.window * ratio) <= ratio + 1
+    assert np.isfinite(sens).all()

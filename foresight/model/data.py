@@ -45,35 +45,48 @@ class SimStream:
         return LineSim(sim, seed=self.seed * 1_000_003 + k)
 
     def _windows_from(self, line, n: int, window: int, skip_s: float) -> Iterator:
-        d, s = self.cfg.data, self.cfg.sim
-        ratio = s.fps / d.fps
-        while line.t < skip_s:
-            line.step()
+        """Consecutive windows at the model's rate: the camera frame nearest each model instant."""
+        d = self.cfg.data
+        half = 0.5 / self.cfg.sim.fps
+        f = line.step()
+        while f.t < skip_s:
+            f = line.step()
+        next_t = f.t
         for _ in range(n):
             frames = np.empty((window, d.image_size, d.image_size, 3), np.uint8)
             sens = np.empty((window, len(self.channels)), np.float32)
             for i in range(window):
-                target = line.t + ratio  # advance one model frame
-                f = line.step()
-                while line.t < target - 1e-9:
+                while f.t < next_t - half:
                     f = line.step()
                 frames[i] = cv2.resize(
                     f.frame, (d.image_size, d.image_size), interpolation=cv2.INTER_AREA
                 )
                 sens[i] = f.sensors[: len(self.channels)]
+                next_t += 1.0 / d.fps
             yield frames, sens
 
     def batches(self, batch_size: int, rng: np.random.Generator, window: int | None = None):
-        """Endless batches, each window from its own simulated line started at a random time."""
+        """Endless batches: one persistent line per slot, streaming consecutive windows.
+
+        Each line is fast-forwarded once past its start-up, and replaced by a fresh line (another
+        seed and, when pretraining, another appearance) after ``refresh`` windows, so rendering
+        costs about one window of frames per window served.
+        """
         window = window or self.window
+        refresh = 30
+        slots: list[Iterator | None] = [None] * batch_size
+        served = [0] * batch_size
         k = 0
         while True:
             fr, se = [], []
-            for _ in range(batch_size):
-                line = self._line(int(rng.integers(1 << 30)) + k)
-                k += 1
-                skip = float(rng.uniform(0, 60))
-                f, s = next(self._windows_from(line, 1, window, skip))
+            for i in range(batch_size):
+                if slots[i] is None or served[i] >= refresh:
+                    line = self._line(int(rng.integers(1 << 30)) + k)
+                    k += 1
+                    skip = float(rng.uniform(25.0, 60.0))
+                    slots[i], served[i] = self._windows_from(line, 10**9, window, skip), 0
+                f, s = next(slots[i])
+                served[i] += 1
                 fr.append(f)
                 se.append(s)
             yield np.stack(fr), np.stack(se)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Queue
+from queue import Full, Queue
 from typing import Any, Protocol
 
 import jax
@@ -129,24 +129,39 @@ def make_steps(graphdef, tx, steps: tuple[int, ...], context: int):
     return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step)
 
 
-def _prefetch(it: Iterator, size: int = 2) -> Iterator:
+class _Prefetch:
     """Read batches in a background thread so disk and decoding overlap the train step."""
-    q: Queue = Queue(maxsize=size)
-    stop = object()
 
-    def run():
+    def __init__(self, it: Iterator, size: int = 2):
+        self._q: Queue = Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(it,), daemon=True)
+        self._thread.start()
+
+    def _run(self, it: Iterator) -> None:
         try:
             for item in it:
-                q.put(item)
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if self._stop.is_set():
+                    return
         except Exception as e:  # surfaced in the consumer
-            q.put(e)
-        q.put(stop)
+            self._q.put(e)
 
-    threading.Thread(target=run, daemon=True).start()
-    while (item := q.get()) is not stop:
+    def __next__(self):
+        item = self._q.get()
         if isinstance(item, Exception):
             raise item
-        yield item
+        return item
+
+    def close(self) -> None:
+        """Stop the reader thread."""
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def validate(
@@ -270,7 +285,7 @@ def train_model(
     best_params = jax.device_get(params)
     rng = np.random.default_rng(train_cfg.seed + 7919 * step)
     key = jax.random.key(train_cfg.seed)
-    batches = _prefetch(train_src.batches(batch, rng, window))
+    batches = _Prefetch(train_src.batches(batch, rng, window))
     budget = train_cfg.max_minutes * 60 if train_cfg.max_minutes else None
     t0 = time.monotonic()
     frames_seen, stopped, val = 0, "max_steps", {}
@@ -336,6 +351,7 @@ def train_model(
         raise
     finally:
         bar.close()
+        batches.close()
     fps = frames_seen / max(time.monotonic() - t0, 1e-9)
     params = jax.device_put(best_params, replicated)
     val = validate(
