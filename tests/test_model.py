@@ -211,3 +211,14 @@ def test_params_swap_between_frames(cfg, trained):
     pred.swap(zeroed)
     carry, after = pred.step(carry, frames[None, 1], sens[None, 1])
     assert not np.allclose(np.asarray(before.frame), np.asarray(after.frame))
+
+
+def test_calibration_extras_ride_with_weights(trained, tmp_path):
+    from foresight.model.checkpoint import save_model
+
+    b = load_model(trained.path)
+    b.extra = {"region_scale": np.arange(64, dtype=np.float32).reshape(8, 8)}
+    save_model(b, tmp_path / "cal")
+    back = load_model(tmp_path / "cal")
+    np.testing.assert_array_equal(back.extra["region_scale"], b.extra["region_scale"])
+    assert read_card(tmp_path / "cal")["extra_keys"] == ["region_scale"]
