@@ -90,11 +90,11 @@ def bench_training(cfg: Config, bundle: ModelBundle, batch: int, steps: int) -> 
     key = jax.random.key(0)
     compiled = train_step.lower(params, opt, bundle.norm, fr, se, key).compile()
     flops = _flops(compiled) / (batch * window)
-    params, opt, m = train_step(params, opt, bundle.norm, fr, se, key)
+    params, opt, m = compiled(params, opt, bundle.norm, fr, se, key)  # warm-up, compiled once
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     for i in range(steps):
-        params, opt, m = train_step(params, opt, bundle.norm, fr, se, jax.random.key(i))
+        params, opt, m = compiled(params, opt, bundle.norm, fr, se, jax.random.key(i))
     jax.block_until_ready(m)
     dt = time.perf_counter() - t0
     return {

@@ -139,23 +139,18 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def check_compatible(card: dict[str, Any], cfg: ModelConfig, data: dict[str, Any], where: str):
     """Refuse to fine-tune or run a model whose architecture or inputs differ from ``cfg``."""
-    have = card["model"]
-    for key in ARCH_KEYS:
-        a, b = have.get(key), getattr(cfg, key)
-        if (list(a) if isinstance(a, (list, tuple)) else a) != (
-            list(b) if isinstance(b, (list, tuple)) else b
-        ):
+    pairs = [(f"model.{k}", card["model"].get(k), getattr(cfg, k)) for k in ARCH_KEYS]
+    pairs += [(f"data.{k}", card["data"].get(k), data.get(k)) for k in ("image_size", "channels")]
+    for name, have, want in pairs:
+        if _plain(have) != _plain(want):
             raise InputError(
-                f"{where}: incompatible checkpoint: model.{key} is {a} there but {b} in the config"
+                f"{where}: incompatible checkpoint: {name} is {have} there but {want} in the config"
             )
-    for key in ("image_size", "channels"):
-        a, b = card["data"].get(key), data.get(key)
-        if (list(a) if isinstance(a, (list, tuple)) else a) != (
-            list(b) if isinstance(b, (list, tuple)) else b
-        ):
-            raise InputError(
-                f"{where}: incompatible checkpoint: data.{key} is {a} there but {b} in the config"
-            )
+
+
+def _plain(v: Any) -> Any:
+    """Tuples and lists compare equal (JSON turns one into the other)."""
+    return list(v) if isinstance(v, (list, tuple)) else v
 
 
 def load_model(path: str | os.PathLike[str]) -> ModelBundle:
