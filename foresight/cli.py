@@ -113,6 +113,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from foresight.replay import replay
+
+    summary = replay(
+        Path(args.model),
+        Path(args.video) if args.video else None,
+        Path(args.out),
+        sensors=Path(args.sensors) if args.sensors else None,
+        progress=not args.quiet,
+    )
+    print(summary.describe())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from foresight.evaluate.run import evaluate
+
+    res = evaluate(
+        Path(args.model),
+        [Path(d) for d in args.data],
+        [Path(d) for d in args.fit],
+        Path(args.out),
+        benchmarks=Path(args.benchmarks) if args.benchmarks else None,
+        progress=not args.quiet,
+    )
+    print(res["markdown"])
+    return 0
+
+
+def cmd_bench_detect(args: argparse.Namespace) -> int:
+    from foresight.bench.detect import bench_detect
+
+    print(
+        bench_detect(
+            _config(args),
+            Path(args.benchmarks),
+            Path(args.workdir),
+            normal_minutes=args.normal_minutes,
+            budget=args.budget,
+            eval_hours=args.eval_hours,
+            faults_per_hour=args.faults_per_hour,
+            appearance_seed=args.appearance_seed,
+            init=Path(args.init) if args.init else None,
+            model=Path(args.model) if args.model else None,
+            progress=not args.quiet,
+        )
+    )
+    return 0
+
+
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     from foresight.bench.sim import bench_sim
 
@@ -226,6 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(data=None, sim=True)
         p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("replay", help="run the monitor's pipeline over a recording (offline)")
+    p.add_argument("video", nargs="?", help="video file (a same-stem CSV is used as sensors)")
+    p.add_argument("--model", required=True, help="calibrated model directory")
+    p.add_argument("--sensors", help="sensor CSV (t, then one column per channel)")
+    p.add_argument("--out", required=True, help="EVENTS.jsonl to write")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("evaluate", help="detection quality on labelled footage, with baselines")
+    p.add_argument("--model", required=True, help="calibrated model directory")
+    p.add_argument("--data", nargs="+", required=True, help="labelled footage directories")
+    p.add_argument("--fit", nargs="+", required=True, help="normal footage to fit baselines on")
+    p.add_argument("--out", default="runs/evaluation", help="JSON and PNGs go here")
+    p.add_argument("--benchmarks", help="also write the table into this BENCHMARKS.md")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("bench", help="benchmarks that write BENCHMARKS.md")
     bsub = p.add_subparsers(dest="bench_command", required=True)
     pb = bsub.add_parser("sim", help="simulator render speed (frames/s, one core)")
@@ -252,6 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--workdir", help="keep footage and models here")
     pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
     pb.set_defaults(func=cmd_bench_quality)
+    pb = bsub.add_parser("detect", help="train on a new line, then evaluate alarms on faults")
+    _add_config_args(pb)
+    pb.add_argument("--workdir", default="runs/bench-detect", help="footage, model, results")
+    pb.add_argument("--normal-minutes", type=float, default=60.0, help="training footage")
+    pb.add_argument("--budget", type=float, default=15.0, help="training minutes")
+    pb.add_argument("--eval-hours", type=float, default=3.0, help="labelled footage to score")
+    pb.add_argument("--faults-per-hour", type=float, default=30.0, help="in the scored footage")
+    pb.add_argument("--appearance-seed", type=int, default=9001, help="the unseen line variant")
+    pb.add_argument("--init", help="fine-tune from this base model")
+    pb.add_argument("--model", help="skip training: evaluate this model")
+    pb.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
+    pb.set_defaults(func=cmd_bench_detect)
     pb = bsub.add_parser("ingest", help="ingest throughput and peak memory")
     _add_config_args(pb)
     pb.add_argument("--minutes", type=float, default=10.0, help="minutes of footage to ingest")

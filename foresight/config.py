@@ -20,9 +20,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from foresight.alarms.config import AlarmConfig
 from foresight.errors import ConfigError
 from foresight.ingest.config import DataConfig, IngestConfig
 from foresight.model.config import ModelConfig, TrainConfig
+from foresight.residuals.config import ResidualConfig
 from foresight.sim.config import SimConfig
 
 ENV_PREFIX = "FORESIGHT_"
@@ -69,6 +71,8 @@ class Config(BaseModel):
     ingest: IngestConfig = IngestConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    residuals: ResidualConfig = ResidualConfig()
+    alarms: AlarmConfig = AlarmConfig()
     plc: PlcConfig = PlcConfig()
     influx: InfluxConfig = InfluxConfig()
 

@@ -162,6 +162,15 @@ class ShardDataset:
             indices = np.arange(lo, min(lo + batch_size, len(self)))
             yield self._gather(indices, np.zeros_like(indices), self._window)
 
+    def streams(self) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
+        """Each contiguous stretch of footage: (source record, frames (T, H, W, 3), sensors (T, S)).
+
+        The arrays are read-only memory maps; calibration and replay walk them in time order.
+        """
+        for pos, lo, hi in self._segments:
+            frames, sensors = self._arrays(pos)
+            yield self.sources[pos], frames[lo:hi], sensors[lo:hi]
+
     def split(self, val_fraction: float, seed: int = 0) -> tuple[ShardDataset, ShardDataset]:
         """(train, val) holding out whole sources; one source is split in time (last part = val).
 

@@ -100,9 +100,18 @@ def _filter(model: WorldModel, h, z, a_prev, embed, key):
 
 
 def observe(
-    model: WorldModel, norm: Norm, carry: Carry, frame_u8: jax.Array, raw: jax.Array
+    model: WorldModel,
+    norm: Norm,
+    carry: Carry,
+    frame_u8: jax.Array,
+    raw: jax.Array,
+    learn: jax.Array | None = None,
 ) -> tuple[Carry, Posterior]:
-    """Take one observation: frame (B, H, W, 3) uint8 and raw sensors (B, S)."""
+    """Take one observation: frame (B, H, W, 3) uint8 and raw sensors (B, S).
+
+    ``learn`` (B,) in [0, 1] gates the background baseline: 0 for a sample flagged anomalous, so
+    that what is being alarmed on never becomes part of what is expected.
+    """
     frame = frame_u8.astype(jnp.float32) / 255.0
     x, mask = prepare_sensors(raw[:, None], carry.raw, norm)
     x, mask = x[:, 0], mask[:, 0]
@@ -110,13 +119,18 @@ def observe(
     h, z, post = _filter(model, carry.h, carry.z, carry.action, embed, None)
     action = action_of(x, mask, norm)
     raw = jnp.where(jnp.isfinite(raw), raw, carry.raw)
-    bg = update_background(carry.bg, frame, carry.n, model.cfg.background_alpha)
+    bg = update_background(carry.bg, frame, carry.n, model.cfg.background_alpha, learn)
     return Carry(h, z, action, frame, bg, carry.n + 1, raw), post
 
 
-def update_background(bg: jax.Array, frame: jax.Array, n: jax.Array, alpha: float) -> jax.Array:
+def update_background(
+    bg: jax.Array, frame: jax.Array, n: jax.Array, alpha: float, learn: jax.Array | None = None
+) -> jax.Array:
     """EWMA of frames with rate max(alpha, 1/(n+1)): a plain mean until it has 1/alpha frames."""
-    w = jnp.maximum(alpha, 1.0 / (n + 1.0)).reshape(-1, *([1] * (frame.ndim - 1)))
+    w = jnp.maximum(alpha, 1.0 / (n + 1.0))
+    if learn is not None:
+        w = jnp.where(n > 0, w * learn, w)
+    w = w.reshape(-1, *([1] * (frame.ndim - 1)))
     return bg + w * (frame - bg)
 
 

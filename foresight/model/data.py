@@ -91,6 +91,16 @@ class SimStream:
                 se.append(s)
             yield np.stack(fr), np.stack(se)
 
+    def streams(
+        self, count: int = 4, seconds: float = 120.0
+    ) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+        """``count`` continuous normal recordings of ``seconds`` each (calibration footage)."""
+        n = max(2, round(seconds * self.cfg.data.fps))
+        for k in range(count):
+            line = self._line(10_000 + k)
+            frames, sensors = next(self._windows_from(line, 1, n, 0.0))
+            yield {"name": f"sim-{self.seed}-{k}"}, frames, sensors
+
     def iter_windows(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """A fixed set of held-out windows (same every call)."""
         rng = np.random.default_rng(self.seed + 1)

@@ -26,7 +26,7 @@ def fit(
         cfg, data, out, sim=sim, lines=lines, progress=progress
     )
     card = {"config": resolved_dict(cfg), "data_source": data_card, "line": cfg.line.name}
-    return train_model(
+    res = train_model(
         cfg.model,
         cfg.train,
         cfg.data.model_dump(mode="json"),
@@ -37,3 +37,18 @@ def fit(
         card=card,
         progress=progress,
     )
+    calibrate_saved(cfg, res.path, val_src, progress=progress)
+    return res
+
+
+def calibrate_saved(cfg: Config, path: Path, source, *, progress: bool = True) -> dict:
+    """Calibrate the model at ``path`` on the held-out normal footage of ``source``; save it."""
+    from foresight.calibration import calibrate_model
+    from foresight.model.checkpoint import load_model, save_model
+
+    bundle = load_model(path)
+    summary = calibrate_model(
+        bundle, source.streams(), cfg.residuals, cfg.alarms, progress=progress
+    )
+    save_model(bundle, path)
+    return summary

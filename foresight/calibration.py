@@ -1,0 +1,164 @@
+"""Calibrate a trained model for the monitor, on held-out normal footage, with no labelled faults.
+
+``calibrate_model`` runs the monitor's own feature stream over each held-out recording, learns
+what running looks like (belt speed, image motion), fits the residual tracker's robust statistics,
+replays the tracker to get the score the alarm engine will see, and sets the alarm thresholds to
+the configured false-alarm rate (``alarms.false_alarms_per_shift``). Everything is stored in the
+model bundle: arrays in ``extra`` (saved with the weights by orbax), settings, thresholds and the
+calibration report in the model card.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from foresight.alarms.calibrate import calibrate_thresholds
+from foresight.alarms.config import AlarmConfig
+from foresight.errors import InputError
+from foresight.model.checkpoint import ModelBundle
+from foresight.model.predictor import Predictor
+from foresight.pipeline import RUNNING_FRACTION, FeatureStream, LineRefs, motion_of
+from foresight.residuals.config import ResidualConfig
+from foresight.residuals.tracker import COMPONENTS, ResidualTracker, fit_calibration
+
+log = logging.getLogger(__name__)
+
+Stream = tuple[dict[str, Any], np.ndarray, np.ndarray]  # (record, frames, sensors)
+
+
+def line_refs(streams: list[Stream], channels: tuple[str, ...]) -> LineRefs:
+    """Typical running belt speed and image motion of the calibration footage."""
+    belt, motion = [], []
+    for _, frames, sensors in streams:
+        if "belt_speed" in channels:
+            belt.append(np.asarray(sensors[:, channels.index("belt_speed")], np.float64))
+        grey = np.asarray(frames, np.float32).mean(-1)
+        motion.append(np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2)))
+    return LineRefs(belt_speed=_running_median(belt), motion=_running_median(motion))
+
+
+def _running_median(parts: list[np.ndarray]) -> float:
+    """Median of the values above a share of the 95th percentile (the line's running level)."""
+    if not parts:
+        return math.nan
+    x = np.concatenate(parts)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return math.nan
+    top = np.percentile(x, 95)
+    run = x[x > RUNNING_FRACTION * top]
+    return float(np.median(run)) if len(run) and top > 0 else math.nan
+
+
+def running_mask(
+    frames: np.ndarray, sensors: np.ndarray, channels: tuple[str, ...], refs: LineRefs
+) -> np.ndarray:
+    """Per-step running flag, the same rule as the pipeline's."""
+    n = len(frames)
+    if "belt_speed" in channels and math.isfinite(refs.belt_speed):
+        v = np.asarray(sensors[:, channels.index("belt_speed")], np.float64)
+        if np.isfinite(v).all():
+            return v > RUNNING_FRACTION * refs.belt_speed
+    out = np.ones(n, bool)
+    if math.isfinite(refs.motion):
+        for i in range(1, n):
+            out[i] = motion_of(frames[i], frames[i - 1]) > RUNNING_FRACTION * refs.motion
+    return out
+
+
+def stream_features(
+    predictor: Predictor, rcfg: ResidualConfig, frames: np.ndarray, sensors: np.ndarray, bar=None
+) -> dict[str, np.ndarray]:
+    """Raw residual features (T, ...) of one recording, as the monitor computes them."""
+    fs = FeatureStream(predictor, rcfg)
+    out: dict[str, list[np.ndarray]] = {c: [] for c in COMPONENTS}
+    for i in range(len(frames)):
+        f = fs.step(np.asarray(frames[i]), np.asarray(sensors[i], np.float32), learn=True)
+        for c in COMPONENTS:
+            out[c].append(f[c])
+        if bar is not None:
+            bar.update(1)
+    return {c: np.stack(v) for c, v in out.items()}
+
+
+def calibrate_model(
+    bundle: ModelBundle,
+    streams: Iterable[Stream],
+    rcfg: ResidualConfig,
+    acfg: AlarmConfig,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit residual statistics and alarm thresholds on normal footage; updates ``bundle``."""
+    streams = [s for s in streams if len(s[1]) > 1]
+    if not streams:
+        raise InputError("calibration needs held-out normal footage; none was given")
+    fps = float(bundle.data["fps"])
+    channels = tuple(bundle.data.get("channels", ()))
+    refs = line_refs(streams, channels)
+    pred = Predictor(bundle)
+    warm = max(pred.steps) + round(rcfg.warmup_seconds * fps)
+    total = sum(len(f) for _, f, _ in streams)
+    feats, masks = [], []
+    with tqdm(total=total, desc="calibrate", unit="frame", disable=not progress) as bar:
+        for _, frames, sensors in streams:
+            f = stream_features(pred, rcfg, frames, sensors, bar)
+            ok = running_mask(frames, sensors, channels, refs)
+            ok[:warm] = False
+            feats.append(f)
+            masks.append(ok)
+    cal = fit_calibration(
+        {c: f[c][m] for c in COMPONENTS} for f, m in zip(feats, masks, strict=True)
+    )
+    series = []
+    for f, m in zip(feats, masks, strict=True):
+        tracker = ResidualTracker(rcfg, cal, fps)
+        scores = np.full(len(m), np.nan)
+        for i in np.flatnonzero(m):
+            scores[i] = tracker.update({c: f[c][i] for c in COMPONENTS}).score
+        series.append((np.arange(len(m)) / fps, scores, m))
+    thr, report = calibrate_thresholds(acfg, series)
+    bundle.extra.update(cal.to_arrays())
+    bundle.extra.update(refs.to_arrays())
+    summary = {
+        "residuals": rcfg.model_dump(mode="json"),
+        "alarms": acfg.model_dump(mode="json"),
+        "thresholds": thr.to_dict(),
+        "report": _jsonable(report),
+        "footage": {
+            "recordings": len(streams),
+            "seconds": round(total / fps, 1),
+            "scored_seconds": round(sum(int(m.sum()) for m in masks) / fps, 1),
+            "names": [str(r.get("name", "")) for r, _, _ in streams][:50],
+        },
+    }
+    bundle.card["calibration"] = summary
+    log.info(
+        "calibrated on %.0f s of normal footage: alarm threshold %.2f (clear %.2f, watch %.2f)",
+        summary["footage"]["scored_seconds"],
+        thr.alarm,
+        thr.clear,
+        thr.watch,
+    )
+    return summary
+
+
+def _jsonable(x: Any) -> Any:
+    """Numbers and arrays in a report to plain JSON values."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x

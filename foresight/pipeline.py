@@ -1,0 +1,297 @@
+"""The monitor's per-frame pipeline: predict, score, check health, step the alarm engine.
+
+One ``Pipeline.step(frame, sensors, now)`` per model step is exactly what the live monitor and
+``foresight replay`` run. Its parts, in order:
+
+1. ``FeatureStream``: the world model observes the frame and sensors, the forecasts made one horizon
+   ago are scored against it (raw residual features) and new forecasts are made, in one jitted call;
+2. ``ResidualTracker``: calibrated, smoothed score, heatmap and per-sensor residuals;
+3. ``HealthMonitor``: frozen frames, missing sensors, an unscorable model or a global change of the
+   image (lighting, camera moved) make a health fault, which never commands a slow-down;
+4. line state: from the caller (PLC tags) or, when not given, from the sensor stream's belt speed,
+   or else from the image's motion;
+5. ``alarms.step``: the pure alarm state machine, whose commands the caller sends to the PLC.
+
+A sample that is not scored as normal (any state but ``normal``) teaches no baseline: neither the
+model's background nor the residual trend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+
+from foresight.alarms import engine as alarms
+from foresight.alarms.config import AlarmConfig
+from foresight.errors import InputError
+from foresight.model.checkpoint import ModelBundle
+from foresight.model.core import Forecast
+from foresight.model.predictor import Predictor
+from foresight.residuals.config import ResidualConfig
+from foresight.residuals.tracker import Calibration, Residual, ResidualTracker
+
+RUNNING_FRACTION = 0.3  # the line runs while its belt (or motion) is above this share of normal
+FROZEN_DIFF = 0.05  # mean absolute grey-level change below which two frames count as identical
+
+
+class FeatureStream:
+    """The world model over one stream: carry, forecasts awaiting their due time, raw features."""
+
+    def __init__(self, predictor: Predictor, cfg: ResidualConfig):
+        self.pred, self.cfg = predictor, cfg
+        if predictor.image_size % cfg.block:
+            raise InputError(
+                f"residuals.block ({cfg.block}) must divide the model's image size "
+                f"({predictor.image_size})"
+            )
+        self.steps = predictor.steps
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream: empty carry and no pending forecasts."""
+        self.carry = self.pred.init_carry(1)
+        self.history: deque[Forecast] = deque(maxlen=max(self.steps))
+        self.n = 0
+        self._dummy: Forecast | None = None
+
+    def step(self, frame: np.ndarray, raw: np.ndarray, learn: bool) -> dict[str, np.ndarray]:
+        """Observe one frame (H, W, 3) uint8 and raw sensors (S,); raw features, NaN if not due."""
+        due, valid = [], np.zeros(len(self.steps), bool)
+        for i, k in enumerate(self.steps):
+            if len(self.history) >= k:
+                due.append(self.history[-k])
+                valid[i] = True
+            else:
+                due.append(self._dummy_forecast())
+        learn_arr = np.full((1,), 1.0 if learn else 0.0, np.float32)
+        self.carry, fc, feats = self.pred.step_scored(
+            self.carry,
+            frame[None],
+            raw[None].astype(np.float32),
+            tuple(due),
+            learn_arr,
+            self.cfg.block,
+            self.cfg.pixel_metric,
+        )
+        self.history.append(fc)
+        self.n += 1
+        out = {k: np.array(v[0], np.float32) for k, v in feats._asdict().items()}
+        for k in out:
+            out[k][~valid] = np.nan
+        return out
+
+    def _dummy_forecast(self) -> Forecast:
+        if self._dummy is None:
+            steps, size, s = len(self.steps), self.pred.image_size, self.pred.n_sensors
+            z = max(self.pred.bundle.model_cfg.stoch, 1)
+            ones = np.ones
+            self._dummy = Forecast(
+                frame=np.zeros((1, steps, size, size, 3), np.float32),
+                frame_logvar=np.zeros((1, steps, size, size, 1), np.float32),
+                sensors=np.zeros((1, steps, s), np.float32),
+                sensors_std=ones((1, steps, s), np.float32),
+                z_mu=np.zeros((1, steps, z), np.float32),
+                z_std=ones((1, steps, z), np.float32),
+            )
+            self._dummy = jax.device_put(self._dummy)
+        return self._dummy
+
+
+@dataclass
+class HealthMonitor:
+    """Model-health checks; ``update`` returns the reason of a fault, or None when healthy."""
+
+    cfg: ResidualConfig
+    fps: float
+    channels: tuple[str, ...]
+    frozen_seconds: float = 1.0
+    nan_seconds: float = 2.0
+    global_seconds: float = 1.0
+    _prev: np.ndarray | None = None
+    _frozen: int = 0
+    _seen: np.ndarray | None = None
+    _nan: np.ndarray | None = None
+    _global: int = 0
+
+    def update(
+        self, frame: np.ndarray | None, raw: np.ndarray, global_fraction: float
+    ) -> str | None:
+        """Advance the checks by one step."""
+        if frame is None:
+            return "no_frame"
+        grey = frame.astype(np.float32).mean(-1)
+        same = self._prev is not None and float(np.abs(grey - self._prev).mean()) < FROZEN_DIFF
+        self._frozen = self._frozen + 1 if same else 0
+        self._prev = grey
+        finite = np.isfinite(raw)
+        if self._seen is None:
+            self._seen, self._nan = finite.copy(), np.zeros(len(raw), int)
+        self._seen |= finite
+        self._nan = np.where(finite, 0, self._nan + 1)
+        self._global = self._global + 1 if global_fraction > self.cfg.global_fraction else 0
+        if self._frozen >= self.frozen_seconds * self.fps:
+            return "frozen_frames"
+        lost = self._seen & (self._nan >= self.nan_seconds * self.fps)
+        if lost.any():
+            names = [c for c, x in zip(self.channels, lost, strict=False) if x]
+            return "sensor_lost:" + ",".join(names)
+        if self._global >= self.global_seconds * self.fps:
+            return "global_change"
+        return None
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """Everything one pipeline step produced, for the PLC, the store and the replay log."""
+
+    t: float
+    score: float
+    instant: float
+    horizons: np.ndarray
+    state: str
+    alarm: bool
+    speed_limit: float
+    commands: tuple[alarms.Command, ...]
+    health: str | None
+    running: bool
+    suspended: bool
+    residual: Residual | None = field(repr=False, default=None)
+
+    def record(self, horizons: tuple[float, ...]) -> dict[str, Any]:
+        """A JSON-friendly summary (the replay line, the store row)."""
+
+        def num(x: float) -> float | None:
+            return round(float(x), 4) if math.isfinite(x) else None
+
+        return {
+            "t": round(self.t, 4),
+            "score": num(self.score),
+            "state": self.state,
+            "alarm": self.alarm,
+            "speed_limit_pct": round(self.speed_limit, 2),
+            "health": self.health,
+            "running": self.running,
+            "suspended": self.suspended,
+            "horizons": {f"{h:g}s": num(v) for h, v in zip(horizons, self.horizons, strict=False)},
+        }
+
+
+@dataclass(frozen=True)
+class LineRefs:
+    """What 'running' looks like on this line, learnt with the calibration."""
+
+    belt_speed: float = math.nan  # median belt speed while running
+    motion: float = math.nan  # median mean absolute frame difference (grey levels)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for the checkpoint's ``extra``."""
+        return {
+            "line.belt_speed": np.asarray(self.belt_speed),
+            "line.motion": np.asarray(self.motion),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any]) -> LineRefs:
+        """Inverse of ``to_arrays`` (NaN when absent)."""
+        get = lambda k: float(np.asarray(arrays.get(k, math.nan)))  # noqa: E731
+        return cls(belt_speed=get("line.belt_speed"), motion=get("line.motion"))
+
+
+def motion_of(frame: np.ndarray, prev: np.ndarray | None) -> float:
+    """Mean absolute grey-level difference between two frames (NaN without a previous one)."""
+    if prev is None:
+        return math.nan
+    return float(
+        np.abs(frame.astype(np.float32).mean(-1) - prev.astype(np.float32).mean(-1)).mean()
+    )
+
+
+def calibration_of(bundle: ModelBundle) -> tuple[Calibration, alarms.Thresholds, LineRefs]:
+    """The residual statistics, alarm thresholds and line references shipped with a model."""
+    cal = Calibration.from_arrays(bundle.extra)
+    thr = bundle.card.get("calibration", {}).get("thresholds")
+    if cal is None or thr is None:
+        where = bundle.card.get("path", "the model")
+        raise InputError(
+            f"{where}: not calibrated (no residual statistics or alarm thresholds); "
+            "train it with `foresight train`, which calibrates on held-out normal footage"
+        )
+    return cal, alarms.Thresholds.from_dict(thr), LineRefs.from_arrays(bundle.extra)
+
+
+def configs_of(bundle: ModelBundle) -> tuple[ResidualConfig, AlarmConfig]:
+    """The residual and alarm settings the model was calibrated with."""
+    cal = bundle.card.get("calibration", {})
+    return ResidualConfig(**cal.get("residuals", {})), AlarmConfig(**cal.get("alarms", {}))
+
+
+class Pipeline:
+    """Predict, score, check health and step the alarm engine, one model step at a time."""
+
+    def __init__(self, bundle: ModelBundle, predictor: Predictor | None = None):
+        self.bundle = bundle
+        self.rcfg, self.acfg = configs_of(bundle)
+        self.cal, self.thr, self.refs = calibration_of(bundle)
+        self.pred = predictor or Predictor(bundle)
+        self.fps = float(bundle.data["fps"])
+        self.channels = tuple(bundle.data.get("channels", ()))
+        self.horizons = tuple(h for h in sorted(bundle.model_cfg.horizons))
+        self.features = FeatureStream(self.pred, self.rcfg)
+        self.reset()
+
+    def reset(self) -> None:
+        """A new stream: fresh model state, tracker, health checks and alarm engine."""
+        self.features.reset()
+        self.tracker = ResidualTracker(self.rcfg, self.cal, self.fps)
+        self.health = HealthMonitor(self.rcfg, self.fps, self.channels)
+        self.state = alarms.initial_state()
+        self._prev: np.ndarray | None = None
+        self._warm = max(self.features.steps) + round(self.rcfg.warmup_seconds * self.fps)
+
+    def line_running(self, frame: np.ndarray, raw: np.ndarray) -> bool:
+        """Whether the line runs, from the belt speed if the stream has one, else from motion."""
+        if "belt_speed" in self.channels and math.isfinite(self.refs.belt_speed):
+            v = float(raw[self.channels.index("belt_speed")])
+            if math.isfinite(v):
+                return v > RUNNING_FRACTION * self.refs.belt_speed
+        m = motion_of(frame, self._prev)
+        if math.isfinite(m) and math.isfinite(self.refs.motion):
+            return m > RUNNING_FRACTION * self.refs.motion
+        return True
+
+    def step(
+        self, frame: np.ndarray, raw: np.ndarray, now: float, running: bool | None = None
+    ) -> StepOutput:
+        """One model step: frame (H, W, 3) uint8, raw sensors (S,), time in seconds."""
+        if running is None:
+            running = self.line_running(frame, raw)
+        self._prev = frame
+        learn = self.state.mode == "normal"
+        feats = self.features.step(frame, raw, learn)
+        scorable = self.features.n > self._warm
+        res = self.tracker.update(feats, learn=learn and running) if scorable else None
+        score = res.score if res is not None else math.nan
+        reason = self.health.update(frame, raw, res.global_fraction if res else 0.0)
+        if reason is None and scorable and not math.isfinite(res.instant if res else math.nan):
+            reason = "no_score"
+        tick = alarms.Tick(now=now, score=score, healthy=reason is None, running=running)
+        self.state, cmds = alarms.step(self.acfg, self.thr, self.state, tick)
+        return StepOutput(
+            t=now,
+            score=score,
+            instant=res.instant if res else math.nan,
+            horizons=res.horizons if res else np.full(len(self.horizons), np.nan),
+            state=self.state.mode,
+            alarm=self.state.alarm,
+            speed_limit=float(self.state.limit),
+            commands=cmds,
+            health=reason,
+            running=bool(running),
+            suspended=now < self.state.suspended_until,
+            residual=res,
+        )

@@ -1,0 +1,40 @@
+"""Configuration of the residual tracker (the ``[residuals]`` table)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ResidualConfig(BaseModel):
+    """How prediction errors become one calibrated, causally smoothed anomaly score."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block: int = Field(
+        8, ge=1, le=128, description="region size in model pixels (heatmap and calibration cells)"
+    )
+    pixel_metric: Literal["nll", "mse"] = Field(
+        "nll",
+        description="nll: squared error over the model's own predicted variance; mse: plain",
+    )
+    components: tuple[Literal["pixel", "latent", "sensor"], ...] = Field(
+        ("pixel", "latent", "sensor"), min_length=1, description="residuals that form the score"
+    )
+    smooth_seconds: float = Field(
+        0.3, ge=0, le=60, description="time constant of the causal EWMA on the score (0 = none)"
+    )
+    warmup_seconds: float = Field(
+        2.0, ge=0, le=600, description="no score until the model has watched this long"
+    )
+    trend_hours: float = Field(
+        1.0, gt=0, le=24 * 30, description="time constant of the long residual trend (drift)"
+    )
+    global_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of regions diverging at once that marks a global change "
+        "(lighting, camera moved): a health matter, not a carton fault",
+    )

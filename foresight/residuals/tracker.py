@@ -1,0 +1,194 @@
+"""Calibrated, causally smoothed anomaly score from raw residual features (river-style ``update``).
+
+Two robust normalisation stages, both fitted on held-out normal footage (``fit_calibration``):
+
+1. every cell (per component, per horizon, per image region or sensor) is centred on its median
+   and scaled by its MAD, so a region where normal motion is always hard to predict counts as much
+   as one where it is easy;
+2. each component and horizon reduces its cells to one value (the worst region, the worst sensor),
+   and that value is normalised again by its own median and MAD, so the components can be compared.
+
+The instant score is the largest stage-2 value; the reported ``score`` is its causal EWMA with time
+constant ``smooth_seconds``. The tracker also keeps the long residual trend (an EWMA per component
+and horizon, per region and per sensor, with time constant ``trend_hours``) for drift detection;
+samples flagged anomalous (``learn=False``) update neither the trend nor anything else learnt.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from foresight.errors import InputError
+from foresight.residuals.config import ResidualConfig
+
+COMPONENTS: tuple[str, ...] = ("pixel", "latent", "sensor")
+MAD_TO_SIGMA = 1.4826
+MIN_SCALE = 0.05  # in log units: a cell that never varies still needs a finite scale
+Z_GLOBAL = 3.0  # a region counts as diverging beyond this many robust sigmas
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence numpy's all-NaN warnings (an all-NaN slice is an expected 'no value' here)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Robust statistics of normal residuals; shipped with the weights in the model directory."""
+
+    center: dict[str, np.ndarray]  # per component: pixel (nH, R), latent (nH,), sensor (nH, S)
+    scale: dict[str, np.ndarray]
+    top_center: np.ndarray  # (len(COMPONENTS), nH) stage 2
+    top_scale: np.ndarray
+    samples: int = 0
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for the checkpoint's ``extra``."""
+        out = {f"residuals.center.{k}": v for k, v in self.center.items()}
+        out.update({f"residuals.scale.{k}": v for k, v in self.scale.items()})
+        out["residuals.top_center"] = self.top_center
+        out["residuals.top_scale"] = self.top_scale
+        out["residuals.samples"] = np.asarray(self.samples)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Calibration | None:
+        """Inverse of ``to_arrays``; None when the model was never calibrated."""
+        if "residuals.top_center" not in arrays:
+            return None
+        get = {k: np.asarray(v) for k, v in arrays.items()}
+        return cls(
+            center={c: get[f"residuals.center.{c}"] for c in COMPONENTS},
+            scale={c: get[f"residuals.scale.{c}"] for c in COMPONENTS},
+            top_center=get["residuals.top_center"],
+            top_scale=get["residuals.top_scale"],
+            samples=int(get.get("residuals.samples", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Residual:
+    """What the tracker reports for one instant (all NaN while it cannot score yet)."""
+
+    score: float  # smoothed, calibrated: the alarm engine's input
+    instant: float  # the same before smoothing
+    horizons: np.ndarray  # (nH,) worst component per horizon (stage 2 units)
+    parts: np.ndarray  # (len(COMPONENTS), nH) stage-2 values
+    sensors: np.ndarray  # (S,) worst horizon per sensor (stage 1 robust sigmas)
+    heatmap: np.ndarray  # (G, G) worst horizon per region (stage 1 robust sigmas)
+    global_fraction: float  # share of regions diverging at once
+
+
+def _robust(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-aware median and MAD-based sigma along ``axis``, with a floor on the scale."""
+    with quiet():
+        med = np.nanmedian(x, axis=axis)
+        mad = np.nanmedian(np.abs(x - np.expand_dims(med, axis)), axis=axis)
+    scale = np.maximum(np.nan_to_num(MAD_TO_SIGMA * mad, nan=1.0), MIN_SCALE)
+    return np.nan_to_num(med, nan=0.0).astype(np.float32), scale.astype(np.float32)
+
+
+def stage1(features: dict[str, np.ndarray], cal: Calibration) -> dict[str, np.ndarray]:
+    """Per-cell robust z of raw features (leading axes free)."""
+    return {c: (features[c] - cal.center[c]) / cal.scale[c] for c in COMPONENTS}
+
+
+def reduce_cells(z: dict[str, np.ndarray]) -> np.ndarray:
+    """Stage-1 z (..., nH, cells) to one value per component and horizon (..., 3, nH)."""
+    with quiet():
+        pixel = np.nanmax(z["pixel"], axis=-1) if z["pixel"].shape[-1] else None
+        sensor = np.nanmax(z["sensor"], axis=-1) if z["sensor"].shape[-1] else None
+    lat = z["latent"]
+    nan = np.full_like(lat, np.nan)
+    return np.stack([nan if pixel is None else pixel, lat, nan if sensor is None else sensor], -2)
+
+
+def fit_calibration(batches: Iterable[dict[str, np.ndarray]]) -> Calibration:
+    """Robust two-stage statistics from raw features of normal footage (each batch (T, ...))."""
+    parts = {c: [] for c in COMPONENTS}
+    for b in batches:
+        for c in COMPONENTS:
+            parts[c].append(np.asarray(b[c], np.float32))
+    if not parts["latent"]:
+        raise InputError("calibration got no residuals (no running normal footage was scored)")
+    full = {c: np.concatenate(v) for c, v in parts.items()}
+    n = len(full["latent"])
+    if n < 20:
+        raise InputError(f"calibration needs at least 20 scored steps of normal footage, got {n}")
+    center, scale = {}, {}
+    for c in COMPONENTS:
+        center[c], scale[c] = _robust(full[c])
+    pre = Calibration(center, scale, np.zeros(1), np.ones(1), n)
+    top = reduce_cells(stage1(full, pre))
+    top_center, top_scale = _robust(top)
+    return Calibration(center, scale, top_center, top_scale, n)
+
+
+class ResidualTracker:
+    """Streaming scorer: ``update(features, learn)`` then read ``score``, ``trend``."""
+
+    def __init__(self, cfg: ResidualConfig, cal: Calibration, fps: float):
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.cfg, self.cal, self.fps = cfg, cal, fps
+        self.mask = np.array([c in cfg.components for c in COMPONENTS])
+        self.alpha = (
+            1.0 if cfg.smooth_seconds == 0 else 1 - math.exp(-1 / (fps * cfg.smooth_seconds))
+        )
+        self.trend_alpha = 1 - math.exp(-1 / (fps * 3600 * cfg.trend_hours))
+        self.score = math.nan
+        self.trend: dict[str, np.ndarray] = {}
+        self.trend_samples = 0
+
+    def reset(self) -> None:
+        """Forget the smoothing state (a new stream, or the line restarted)."""
+        self.score = math.nan
+
+    def update(self, features: dict[str, np.ndarray], learn: bool = True) -> Residual:
+        """Score one instant's raw features (pixel (nH, R), latent (nH,), sensor (nH, S))."""
+        z = stage1(features, self.cal)
+        parts = (reduce_cells(z) - self.cal.top_center) / self.cal.top_scale
+        parts = np.where(self.mask[:, None], parts, np.nan)
+        with quiet():
+            horizons = np.nanmax(parts, axis=0)
+            instant = float(np.nanmax(horizons)) if np.isfinite(horizons).any() else math.nan
+            pix = z["pixel"]
+            heat = np.nanmax(pix, axis=0) if pix.shape[-1] else np.zeros(0)
+            sens = np.nanmax(z["sensor"], axis=0) if z["sensor"].shape[-1] else np.zeros(0)
+        if math.isfinite(instant):
+            prev = self.score
+            self.score = (
+                instant if not math.isfinite(prev) else prev + self.alpha * (instant - prev)
+            )
+        side = int(round(math.sqrt(heat.size)))
+        glob = float(np.mean(z["pixel"][0] > Z_GLOBAL)) if pix.shape[-1] else 0.0
+        if learn and math.isfinite(instant):
+            self._learn(parts, heat, sens)
+        return Residual(
+            score=self.score,
+            instant=instant,
+            horizons=horizons,
+            parts=parts,
+            sensors=sens,
+            heatmap=heat.reshape(side, side) if side * side == heat.size else heat,
+            global_fraction=glob,
+        )
+
+    def _learn(self, parts: np.ndarray, heat: np.ndarray, sens: np.ndarray) -> None:
+        """Advance the long trend (only with samples not flagged anomalous)."""
+        new = {"parts": parts, "regions": heat, "sensors": sens}
+        a = max(self.trend_alpha, 1.0 / (self.trend_samples + 1))
+        for k, v in new.items():
+            v = np.nan_to_num(v.astype(np.float64), nan=0.0)
+            old = self.trend.get(k)
+            self.trend[k] = v if old is None else old + a * (v - old)
+        self.trend_samples += 1
