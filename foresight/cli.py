@@ -163,6 +163,19 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plc_sim(args: argparse.Namespace) -> int:
+    from foresight.plc.sim_server import run_plc_sim
+
+    cfg = _config(args)
+    line = None
+    if args.line:
+        from foresight.sim.line import LineSim
+
+        line = LineSim(cfg.sim, seed=cfg.sim.seed)
+    run_plc_sim(cfg.plc, args.host, args.port, line)
+    return 0
+
+
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     from foresight.bench.sim import bench_sim
 
@@ -292,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", help="also write the table into this BENCHMARKS.md")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plc-sim", help="OPC UA PLC simulator with the line's tags")
+    _add_config_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="listen address")
+    p.add_argument("--port", type=int, default=4840, help="listen port")
+    p.add_argument("--line", action="store_true", help="drive a simulated line in real time")
+    p.set_defaults(func=cmd_plc_sim)
 
     p = sub.add_parser("bench", help="benchmarks that write BENCHMARKS.md")
     bsub = p.add_subparsers(dest="bench_command", required=True)

@@ -18,14 +18,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from foresight.alarms.config import AlarmConfig
 from foresight.errors import ConfigError
 from foresight.ingest.config import DataConfig, IngestConfig
 from foresight.model.config import ModelConfig, TrainConfig
+from foresight.plc.config import PlcConfig
 from foresight.residuals.config import ResidualConfig
 from foresight.sim.config import SimConfig
+from foresight.store.config import InfluxConfig, StoreConfig
 
 ENV_PREFIX = "FORESIGHT_"
 
@@ -36,27 +38,6 @@ class LineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field("line-1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-
-
-class PlcConfig(BaseModel):
-    """OPC UA connection to the line's PLC (credentials only from the environment)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    endpoint: str | None = Field(None, description="opc.tcp://host:port/path; none = no PLC")
-    username: str | None = None
-    password: SecretStr | None = None
-
-
-class InfluxConfig(BaseModel):
-    """InfluxDB v2 write API target (token only from the environment)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str | None = Field(None, description="http://host:8086; none = local store only")
-    org: str = "foresight"
-    bucket: str = "foresight"
-    token: SecretStr | None = None
 
 
 class Config(BaseModel):
@@ -75,6 +56,7 @@ class Config(BaseModel):
     alarms: AlarmConfig = AlarmConfig()
     plc: PlcConfig = PlcConfig()
     influx: InfluxConfig = InfluxConfig()
+    store: StoreConfig = StoreConfig()
 
     @model_validator(mode="after")
     def _window_fits(self) -> Config:
@@ -255,20 +237,21 @@ def to_toml(cfg: Config) -> str:
     """Render the effective configuration as TOML, secrets masked."""
     data = json.loads(cfg.model_dump_json())
     lines: list[str] = []
-    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    for k, v in top.items():
-        lines.append(f"{k} = {_toml_value(v)}")
-    for section, body in data.items():
-        if not isinstance(body, dict):
+    _toml_table(data, "", lines)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_table(body: dict[str, Any], name: str, lines: list[str]) -> None:
+    """Plain keys of ``body`` under ``[name]``, then its sub-tables."""
+    if name:
+        lines += ["", f"[{name}]"]
+    for k, v in body.items():
+        if isinstance(v, dict):
             continue
-        lines.append("")
-        lines.append(f"[{section}]")
-        for k, v in body.items():
-            if v is None:
-                lines.append(f"# {k} = (unset)")
-            else:
-                lines.append(f"{k} = {_toml_value(v)}")
-    return "\n".join(lines) + "\n"
+        lines.append(f"# {k} = (unset)" if v is None else f"{k} = {_toml_value(v)}")
+    for k, v in body.items():
+        if isinstance(v, dict):
+            _toml_table(v, f"{name}.{k}" if name else k, lines)
 
 
 def _toml_value(v: Any) -> str:

@@ -109,7 +109,7 @@ class HealthMonitor:
     cfg: ResidualConfig
     fps: float
     channels: tuple[str, ...]
-    frozen_seconds: float = 1.0
+    frozen_seconds: float = 0.2  # two identical model frames: faster than the on-delay
     nan_seconds: float = 2.0
     global_seconds: float = 1.0
     _prev: np.ndarray | None = None

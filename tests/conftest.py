@@ -101,3 +101,17 @@ def clips() -> type[Clips]:
 def tiny_cfg() -> Config:
     """The ``tiny`` preset, independent of the caller's environment."""
     return load_config(preset="tiny", environ={})
+
+
+SAMPLES = Path(__file__).parent.parent / "data_samples"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny model trained briefly on the shipped normal samples and calibrated by train."""
+    from foresight.model.fit import fit
+
+    cfg = load_config(preset="tiny", environ={}, overrides=["train.max_steps=60"])
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    fit(cfg, SAMPLES / "normal", out, progress=False)
+    return out

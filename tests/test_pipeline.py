@@ -1,0 +1,196 @@
+"""The monitor's pipeline end to end on a tiny calibrated model: replay, health, baselines."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from foresight.cli import main
+from foresight.errors import InputError
+from foresight.model.checkpoint import load_model, read_card
+from foresight.model.core import update_background
+from foresight.pipeline import Pipeline
+from foresight.replay import replay
+from foresight.residuals.config import ResidualConfig
+from foresight.residuals.tracker import Calibration, ResidualTracker, fit_calibration
+
+SAMPLES = Path(__file__).parent.parent / "data_samples"
+STATES = {"normal", "watch", "slowdown", "recovering", "health_fault"}
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(f)
+    cap.release()
+    return out
+
+
+def test_train_leaves_a_calibrated_model(tiny_model):
+    card = read_card(tiny_model)
+    cal = card["calibration"]
+    thr = cal["thresholds"]
+    assert thr["clear"] <= thr["alarm"] and thr["watch"] <= thr["alarm"]
+    assert cal["footage"]["scored_seconds"] > 10
+    bundle = load_model(tiny_model)
+    restored = Calibration.from_arrays(bundle.extra)
+    assert restored is not None and restored.samples > 0
+    assert np.isfinite(bundle.extra["line.belt_speed"])
+
+
+def test_replay_follows_the_schema(tiny_model, tmp_path, capsys):
+    video = SAMPLES / "faults" / "a" / "clip_0000.mp4"
+    out = tmp_path / "events.jsonl"
+    assert main(["replay", str(video), "--model", str(tiny_model), "--out", str(out), "-q"]) == 0
+    assert "slow-down" in capsys.readouterr().out
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == len(_frames(video))  # one line per input frame
+    ts = [x["t"] for x in lines]
+    assert ts == sorted(ts) and ts[0] == 0.0
+    assert ts[1] == pytest.approx(1 / 25.0)
+    for x in lines:
+        assert x["state"] in STATES
+        assert isinstance(x["alarm"], bool)
+        assert x["score"] is None or math.isfinite(x["score"])
+        assert x["alarm"] == (x["state"] == "slowdown")
+    steps = sum(x["model_step"] for x in lines)
+    assert steps == pytest.approx(len(lines) * 10 / 25, abs=2)  # the model runs at 10 fps
+    scored = [x["score"] for x in lines if x["score"] is not None]
+    assert len(scored) > len(lines) // 2
+
+
+def test_replay_any_resolution_rate_and_container(tiny_model, tmp_path):
+    frames = _frames(SAMPLES / "normal" / "clip_0000.mp4")[:150]
+    path = tmp_path / "other.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (200, 150))
+    for f in frames:
+        w.write(cv2.resize(f, (200, 150)))
+    w.release()
+    out = tmp_path / "e.jsonl"
+    summary = replay(tiny_model, path, out, progress=False)  # no CSV: video only
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(frames) == summary.input_frames
+    assert summary.model_steps == pytest.approx(len(frames) / 3, abs=2)
+
+
+def test_replay_bad_inputs_are_one_line_errors(tiny_model, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(InputError, match="bad.mp4"):
+        replay(tiny_model, bad, tmp_path / "x.jsonl", progress=False)
+    assert not (tmp_path / "x.jsonl").exists()
+    video = tmp_path / "v.mp4"
+    video.write_bytes((SAMPLES / "normal" / "clip_0000.mp4").read_bytes())
+    (tmp_path / "v.csv").write_text("t,foo\n0,1\n1,2\n")
+    with pytest.raises(InputError, match="none of the model's sensor columns"):
+        replay(tiny_model, video, tmp_path / "x.jsonl", progress=False)
+    with pytest.raises(InputError, match="no such model directory"):
+        replay(tmp_path / "nope", video, tmp_path / "x.jsonl", progress=False)
+
+
+def test_uncalibrated_model_is_refused(tiny_model):
+    bundle = load_model(tiny_model)
+    bundle.card.pop("calibration")
+    with pytest.raises(InputError, match="not calibrated"):
+        Pipeline(bundle)
+
+
+def test_frozen_camera_raises_health_and_never_slows(tiny_model):
+    bundle = load_model(tiny_model)
+    pipe = Pipeline(bundle)
+    frames = [
+        cv2.cvtColor(cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        for f in _frames(SAMPLES / "normal" / "clip_0001.mp4")[::5]
+    ]
+    raw = np.full(6, np.nan, np.float32)
+    raw[0] = bundle.extra["line.belt_speed"]  # the line says it runs
+    outs = [pipe.step(f, raw, k / 10) for k, f in enumerate(frames[:60])]
+    frozen = frames[60]
+    # The camera freezes for 4 s; even a huge score could not command a slow-down now.
+    pipe.thr = type(pipe.thr)(watch=-1e9, alarm=-1e9, clear=-1e9, baseline=-1e9)
+    outs += [pipe.step(frozen, raw, (60 + k) / 10) for k in range(40)]
+    tail = outs[-25:]
+    assert all(o.state == "health_fault" and o.health == "frozen_frames" for o in tail)
+    assert not any(o.alarm for o in outs[60:])
+    assert all(c.speed_limit_pct == 100.0 for o in outs[60:] for c in o.commands)
+
+
+def test_anomalous_samples_do_not_teach_the_background():
+    bg = np.zeros((1, 4, 4, 3), np.float32)
+    frame = np.ones((1, 4, 4, 3), np.float32)
+    n = np.array([10.0])
+    assert np.allclose(update_background(bg, frame, n, 0.2, np.array([0.0])), 0.0)
+    assert np.allclose(update_background(bg, frame, n, 0.2, np.array([1.0])), 0.2)
+
+
+def _features(rng, n, nh=2, r=16, s=3):
+    return {
+        "pixel": rng.normal(size=(n, nh, r)).astype(np.float32),
+        "latent": rng.normal(size=(n, nh)).astype(np.float32),
+        "sensor": rng.normal(size=(n, nh, s)).astype(np.float32),
+    }
+
+
+def test_tracker_normalises_localises_and_learns_only_from_normal():
+    rng = np.random.default_rng(0)
+    train = _features(rng, 4000)
+    train["pixel"][:, :, 5] = train["pixel"][:, :, 5] * 4 + 10  # a noisy, offset region
+    cal = fit_calibration([train])
+    assert abs(cal.center["pixel"][0, 5] - 10) < 0.3 and abs(cal.scale["pixel"][0, 5] - 4) < 0.3
+    tr = ResidualTracker(ResidualConfig(smooth_seconds=0), cal, fps=10)
+    test = _features(np.random.default_rng(1), 200)
+    scores = [tr.update({k: v[i] for k, v in test.items()}).score for i in range(200)]
+    # Each of the 6 component-horizon values is ~N(0, 1) after stage 2; the score is their max,
+    # whose median is about 1.27.
+    assert 0.8 < np.median(scores) < 1.8
+    spike = {k: v[0].copy() for k, v in test.items()}
+    spike["pixel"][0, 9] = 12.0  # region 9 diverges
+    res = tr.update(spike, learn=False)
+    assert res.score > 4 and np.unravel_index(np.argmax(res.heatmap), (4, 4)) == (2, 1)
+    before = {k: v.copy() for k, v in tr.trend.items()}
+    tr.update(spike, learn=False)
+    assert all(np.array_equal(before[k], tr.trend[k]) for k in before)
+    tr.update(spike, learn=True)
+    assert not np.array_equal(before["regions"], tr.trend["regions"])
+
+
+def test_evaluate_runs_every_method_on_the_samples(tiny_model, tmp_path, capsys):
+    bench = tmp_path / "B.md"
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(SAMPLES / "faults" / "a"),
+            "--fit",
+            str(SAMPLES / "normal"),
+            "--out",
+            str(tmp_path / "ev"),
+            "--benchmarks",
+            str(bench),
+            "-q",
+        ]
+    )
+    assert rc == 0
+    report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    methods = set(report["calibrated"])
+    assert {
+        "foresight",
+        "frame_diff",
+        "sensor_3sigma",
+        "sensor_pca",
+        "copy-last residual",
+    } <= methods
+    assert report["calibrated"]["foresight"]["overall"]["n"] == 4
+    assert len(list((tmp_path / "ev" / "plots").glob("fault_*.png"))) == 4
+    assert "<!-- bench:evaluate -->" in bench.read_text()
