@@ -163,6 +163,15 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from foresight.monitor.app import describe, run_monitor
+
+    print(describe(asyncio.run(run_monitor(_config(args)))))
+    return 0
+
+
 def cmd_plc_sim(args: argparse.Namespace) -> int:
     from foresight.plc.sim_server import run_plc_sim
 
@@ -305,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", help="also write the table into this BENCHMARKS.md")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("monitor", help="the always-on line monitor (embedded defaults: sim line)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("plc-sim", help="OPC UA PLC simulator with the line's tags")
     _add_config_args(p)

@@ -24,6 +24,7 @@ from foresight.alarms.config import AlarmConfig
 from foresight.errors import ConfigError
 from foresight.ingest.config import DataConfig, IngestConfig
 from foresight.model.config import ModelConfig, TrainConfig
+from foresight.monitor.config import MonitorConfig
 from foresight.plc.config import PlcConfig
 from foresight.residuals.config import ResidualConfig
 from foresight.sim.config import SimConfig
@@ -57,6 +58,7 @@ class Config(BaseModel):
     plc: PlcConfig = PlcConfig()
     influx: InfluxConfig = InfluxConfig()
     store: StoreConfig = StoreConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @model_validator(mode="after")
     def _window_fits(self) -> Config:

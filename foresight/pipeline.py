@@ -54,10 +54,11 @@ class FeatureStream:
 
     def reset(self) -> None:
         """Start a new stream: empty carry and no pending forecasts."""
-        self.carry = self.pred.init_carry(1)
+        # Committed to the device like the step's outputs, so the step compiles once, not twice.
+        self.carry = jax.device_put(self.pred.init_carry(1), jax.devices()[0])
         self.history: deque[Forecast] = deque(maxlen=max(self.steps))
         self.n = 0
-        self._dummy: Forecast | None = None
+        self._dummy: list[Forecast] | None = None
 
     def step(self, frame: np.ndarray, raw: np.ndarray, learn: bool) -> dict[str, np.ndarray]:
         """Observe one frame (H, W, 3) uint8 and raw sensors (S,); raw features, NaN if not due."""
@@ -67,7 +68,7 @@ class FeatureStream:
                 due.append(self.history[-k])
                 valid[i] = True
             else:
-                due.append(self._dummy_forecast())
+                due.append(self._dummy_forecast(i))
         learn_arr = np.full((1,), 1.0 if learn else 0.0, np.float32)
         self.carry, fc, feats = self.pred.step_scored(
             self.carry,
@@ -85,21 +86,28 @@ class FeatureStream:
             out[k][~valid] = np.nan
         return out
 
-    def _dummy_forecast(self) -> Forecast:
+    def _dummy_forecast(self, i: int) -> Forecast:
+        """A placeholder for a horizon not yet due, committed to the device like the jitted
+        step's outputs (an uncommitted placeholder recompiles the step as horizons fill in)."""
         if self._dummy is None:
             steps, size, s = len(self.steps), self.pred.image_size, self.pred.n_sensors
             z = max(self.pred.bundle.model_cfg.stoch, 1)
-            ones = np.ones
-            self._dummy = Forecast(
-                frame=np.zeros((1, steps, size, size, 3), np.float32),
-                frame_logvar=np.zeros((1, steps, size, size, 1), np.float32),
-                sensors=np.zeros((1, steps, s), np.float32),
-                sensors_std=ones((1, steps, s), np.float32),
-                z_mu=np.zeros((1, steps, z), np.float32),
-                z_std=ones((1, steps, z), np.float32),
-            )
-            self._dummy = jax.device_put(self._dummy)
-        return self._dummy
+
+            def make() -> Forecast:
+                return jax.device_put(
+                    Forecast(
+                        frame=np.zeros((1, steps, size, size, 3), np.float32),
+                        frame_logvar=np.zeros((1, steps, size, size, 1), np.float32),
+                        sensors=np.zeros((1, steps, s), np.float32),
+                        sensors_std=np.ones((1, steps, s), np.float32),
+                        z_mu=np.zeros((1, steps, z), np.float32),
+                        z_std=np.ones((1, steps, z), np.float32),
+                    ),
+                    self.carry.h.sharding,  # committed like the step's own outputs
+                )
+
+            self._dummy = [make() for _ in self.steps]
+        return self._dummy[i]
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """``foresight bench detect``: the whole product on a line it has never seen, end to end.
 
 1. A new line variant (``--appearance-seed``: palette, camera offset and zoom, belt colour,
-   products) is simulated: ``--normal-minutes`` of normal footage (seed A) for training;
+   products) is simulated: ``--normal-minutes`` of normal footage (seed A) for training, with
+   product changeovers (2 per hour) so that, like weeks of real footage, it shows every product
+   the line runs;
 2. ``foresight train`` runs on it exactly as a plant would (``--budget`` minutes, optionally
    fine-tuning from ``--init``), which ends with the label-free calibration;
 3. labelled footage of the same line from other seeds (B, C, ...; never used in training or
@@ -44,7 +46,13 @@ def bench_detect(
     line = cfg.sim.model_copy(update={"appearance_seed": appearance_seed})
     normal = workdir / "normal"
     if not (normal / "labels.json").exists():
-        sim = line.model_copy(update={"seed": appearance_seed * 7 + 1, "faults_per_hour": 0.0})
+        sim = line.model_copy(
+            update={
+                "seed": appearance_seed * 7 + 1,
+                "faults_per_hour": 0.0,
+                "changeovers_per_hour": max(line.changeovers_per_hour, 2.0),
+            }
+        )
         simulate_to_dir(sim, normal, hours=normal_minutes / 60.0, progress=progress)
     if model is None:
         model = workdir / "model"
@@ -58,6 +66,7 @@ def bench_detect(
                 "seed": appearance_seed * 7 + 2,
                 "faults_per_hour": faults_per_hour,
                 "jam_stop_seconds": 15.0,
+                "changeovers_per_hour": max(line.changeovers_per_hour, 1.0),
             }
         )
         simulate_to_dir(sim, faults, hours=eval_hours, progress=progress)

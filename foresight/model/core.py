@@ -86,7 +86,7 @@ def init_carry(model: WorldModel, batch: int, image_size: int) -> Carry:
         frame=jnp.zeros((batch, image_size, image_size, 3)),
         bg=jnp.zeros((batch, image_size, image_size, 3)),
         n=jnp.zeros((batch,)),
-        raw=jnp.full((batch, model.n_sensors), jnp.nan),
+        raw=jnp.full((batch, model.n_sensors), jnp.nan, jnp.float32),  # not weakly typed
     )
 
 

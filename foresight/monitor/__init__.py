@@ -1,0 +1,1 @@
+"""The always-on line monitor: sources, pipeline, PLC and store as asyncio tasks."""

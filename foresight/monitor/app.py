@@ -1,0 +1,99 @@
+"""Build the monitor from the configuration (small factories) and run it.
+
+Embedded default (no config at all): the simulated line runs live, the PLC simulator runs
+in-process on a free 127.0.0.1 port and really slows the simulated feeder, telemetry goes to the
+local store, and the model is the small sample model in ``data_samples/model`` (built by the
+command in ``data_samples/README.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from foresight.config import Config
+from foresight.errors import InputError
+from foresight.model.checkpoint import load_model
+from foresight.monitor.runtime import Counters, Monitor, install_signal_handlers
+from foresight.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+SAMPLE_MODEL = Path(__file__).resolve().parents[2] / "data_samples" / "model"
+
+
+def model_path(cfg: Config) -> Path:
+    """The configured model, or the shipped sample model."""
+    path = Path(cfg.monitor.model) if cfg.monitor.model else SAMPLE_MODEL
+    if not path.exists():
+        raise InputError(
+            f"{path}: no such model directory (set monitor.model, or build the sample model "
+            "with the command in data_samples/README.md)"
+        )
+    return path
+
+
+def make_source(cfg: Config, pipe: Pipeline, line: Any):
+    """The observation source named by ``monitor.source``."""
+    from foresight.monitor.sources import sim_source, video_source
+
+    size = pipe.pred.image_size
+    spec = cfg.monitor.source
+    if spec == "sim":
+        return sim_source(line, size, cfg.monitor.speed)
+    sensors = None
+    if cfg.monitor.sensors:
+        from foresight.replay import read_sensors
+
+        sensors = read_sensors(Path(cfg.monitor.sensors), pipe.channels, pipe.fps, 10**6)
+    roi = (pipe.bundle.card.get("config", {}).get("ingest", {}) or {}).get("roi")
+    return video_source(spec, size, cfg.monitor.speed, roi, sensors, pipe.fps)
+
+
+async def run_monitor(cfg: Config, stop: asyncio.Event | None = None) -> Counters:
+    """Run the monitor until stopped (signal, ``stop``, end of source or ``duration_s``)."""
+    from foresight.plc import make_actuator
+    from foresight.store import Store
+
+    bundle = load_model(model_path(cfg))
+    pipe = Pipeline(bundle)
+    line = None
+    if cfg.monitor.source == "sim":
+        from foresight.sim.line import LineSim
+
+        line = LineSim(cfg.sim, seed=cfg.sim.seed)
+    stop = stop or asyncio.Event()
+    install_signal_handlers(stop)
+    async with contextlib.AsyncExitStack() as stack:
+        plc_cfg = cfg.plc
+        if plc_cfg.endpoint is None and cfg.monitor.plc_sim:
+            from foresight.plc.sim_server import PlcSim
+
+            plc_cfg = plc_cfg.model_copy(
+                update={"security_policy": "None", "security_mode": "None", "allow_insecure": True}
+            )
+            sim = await stack.enter_async_context(PlcSim(plc_cfg, "127.0.0.1", 0, line=line))
+            plc_cfg = plc_cfg.model_copy(update={"endpoint": sim.endpoint})
+            log.info("embedded PLC simulator on %s", sim.endpoint)
+        act = make_actuator(plc_cfg)
+        await act.connect()
+        store = Store.open(cfg.store, cfg.influx, line=cfg.line.name)
+        stack.callback(store.close)
+        monitor = Monitor(cfg, pipe, act, store, make_source(cfg, pipe, line))
+        if cfg.monitor.duration_s:
+            asyncio.get_running_loop().call_later(cfg.monitor.duration_s, stop.set)
+        return await monitor.run(stop)
+
+
+def describe(c: Counters) -> str:
+    """One paragraph for the CLI."""
+    lat = sorted(c.latencies_ms)
+    p50 = f"{lat[len(lat) // 2]:.0f} ms" if lat else "n/a"
+    return (
+        f"monitor stopped: {c.steps} model steps from {c.frames} frames "
+        f"({c.dropped_frames} dropped, {c.skipped_ticks} ticks skipped), {c.alarms} slow-down(s), "
+        f"{c.commands} command(s) ({c.commands_confirmed} confirmed, p50 frame-to-PLC {p50}), "
+        f"{c.heartbeats} heartbeats, {c.telemetry_dropped} telemetry points dropped"
+    )

@@ -1,0 +1,102 @@
+"""Live frame sources of the monitor: the simulated line, a video file or stream, a USB camera.
+
+Every source is an async iterator of ``Observation`` at the camera's own rate, already cropped and
+resized to the model's input. Blocking OpenCV reads run in a worker thread so the event loop (and
+the PLC heartbeat) never waits on a camera. File and simulated sources are paced to real time times
+``speed`` (0 = as fast as they go); live streams are read as they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from foresight.errors import InputError
+
+
+class Observation(NamedTuple):
+    """One camera frame with the sensors at its instant."""
+
+    t: float  # seconds since the source started
+    frame: np.ndarray  # (size, size, 3) RGB uint8
+    sensors: np.ndarray  # (S,) float32, NaN where unknown
+    line_state: str | None  # from the source itself (the simulator), else None
+
+
+def _fit(frame_bgr: np.ndarray, size: int, roi) -> np.ndarray:
+    """Crop the ROI, resize to the model's square input, BGR to RGB (as ingest does)."""
+    if roi is not None:
+        x, y, w, h = roi
+        frame_bgr = frame_bgr[y : y + h, x : x + w]
+    small = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+
+
+class Pacer:
+    """Sleeps so that source time advances at ``speed`` times real time."""
+
+    def __init__(self, speed: float):
+        self.speed = speed
+        self.start = time.monotonic()
+
+    async def wait(self, t: float) -> None:
+        """Wait until source time ``t`` is due."""
+        if self.speed <= 0:
+            await asyncio.sleep(0)
+            return
+        delay = self.start + t / self.speed - time.monotonic()
+        await asyncio.sleep(max(delay, 0.0))
+
+
+async def sim_source(line: Any, size: int, speed: float) -> AsyncIterator[Observation]:
+    """The simulated line, live: one observation per camera frame."""
+    pacer = Pacer(speed)
+    while True:
+        f = line.step()
+        await pacer.wait(f.t)
+        rgb = cv2.resize(f.frame, (size, size), interpolation=cv2.INTER_AREA)
+        yield Observation(f.t, rgb, np.asarray(f.sensors, np.float32), f.state)
+
+
+async def video_source(
+    spec: str,
+    size: int,
+    speed: float,
+    roi=None,
+    sensors: np.ndarray | None = None,
+    sensor_fps: float = 10.0,
+) -> AsyncIterator[Observation]:
+    """A video file, a network stream or a USB camera (``spec`` is a number)."""
+    target: Any = int(spec) if spec.isdigit() else spec
+    cap = await asyncio.to_thread(cv2.VideoCapture, target)
+    if not cap.isOpened():
+        raise InputError(f"{spec}: cannot open the camera or video source")
+    fps = float(cap.get(cv2.CAP_PROP_FPS))
+    live = isinstance(target, int) or "://" in str(target)
+    if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+        fps = 25.0
+    pacer = Pacer(0.0 if live else speed)
+    started = time.monotonic()
+    width = 0 if sensors is None else sensors.shape[1]
+    i = 0
+    try:
+        while True:
+            ok, frame = await asyncio.to_thread(cap.read)
+            if not ok or frame is None:
+                return
+            t = (time.monotonic() - started) if live else i / fps
+            await pacer.wait(t)
+            if sensors is not None and len(sensors):
+                row = sensors[min(int(round(t * sensor_fps)), len(sensors) - 1)]
+            else:
+                row = np.full(width, np.nan, np.float32)
+            yield Observation(t, _fit(frame, size, roi), row, None)
+            i += 1
+    finally:
+        cap.release()
