@@ -303,12 +303,24 @@ def evaluate(
         "matched_false_alarms": {k: v.to_dict() for k, v in matched.items()},
     }
     (out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
+    _save_traces(out / "traces.npz", scored)
     text = _markdown(summaries, matched, scored, pipe)
     if benchmarks is not None:
         from foresight.bench.report import section, write_section
 
         write_section(benchmarks, "evaluate", section("Detection: jams alarmed ahead", text))
     return {"summaries": summaries, "matched": matched, "markdown": text}
+
+
+def _save_traces(path: Path, scored: list[Scored]) -> None:
+    """Every method's per-step score (and Foresight's alarms) for offline study."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, s in enumerate(scored):
+        arrays[f"{i}/running"] = s.running
+        arrays[f"{i}/alarm"] = s.traces[FORESIGHT].alarm
+        for name, tr in s.traces.items():
+            arrays[f"{i}/{name}"] = tr.score.astype(np.float32)
+    np.savez_compressed(path, names=np.array([s.rec.name for s in scored]), **arrays)
 
 
 def _plots(folder: Path, scored: list[Scored], thr, summary) -> None:
