@@ -353,13 +353,51 @@ def _plots(folder: Path, scored: list[Scored], thr, summary) -> None:
     plot_lead_histogram(folder / "leads.png", leads)
 
 
+def separation_table(scored: list[Scored], thr) -> str:
+    """Per fault type: Foresight's highest score inside precursors against the 20 s before them
+    and the alarm level (medians over faults), to show how far a miss was from an alarm."""
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for s in scored:
+        tr = s.traces[FORESIGHT]
+        for f in s.rec.faults:
+            inside = (tr.t >= f["precursor_start"]) & (tr.t <= f["jam_onset"])
+            before = (tr.t >= f["precursor_start"] - 20.0) & (tr.t < f["precursor_start"])
+            a, b = tr.score[inside], tr.score[before]
+            if np.isfinite(a).any() and np.isfinite(b).any():
+                rows.setdefault(f["type"], []).append((np.nanmax(a), np.nanmax(b)))
+    out = [
+        "| type | scored faults | max score in precursor (median) | max in the 20 s before "
+        "(median) | precursors above alarm level |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for k, v in sorted(rows.items()):
+        a = np.array(v)
+        above = int((a[:, 0] >= thr.alarm).sum())
+        out.append(
+            f"| {k} | {len(a)} | {np.median(a[:, 0]):.1f} | {np.median(a[:, 1]):.1f} | "
+            f"{above}/{len(a)} |"
+        )
+    return (
+        "\n".join(out) + f"\n\nAlarm level {thr.alarm:.1f}, clear {thr.clear:.1f}, "
+        f"normal median {thr.baseline:.1f}.\n"
+    )
+
+
 def _markdown(summaries, matched, scored: list[Scored], pipe: Pipeline) -> str:
     """Tables for BENCHMARKS.md."""
     from foresight.evaluate.metrics import markdown_table
 
     hours = sum(len(s.traces[FORESIGHT].t) for s in scored) / pipe.fps / 3600
     faults = sum(len(s.rec.faults) for s in scored)
-    return (
+    card = pipe.bundle.card
+    train = card.get("training", {})
+    cal = card.get("calibration", {}).get("footage", {})
+    model = (
+        f"Model: `{card.get('path', '?')}` (created {card.get('created', '?')}, code "
+        f"{card.get('code_version', '?')}, {train.get('steps', '?')} training steps, calibrated on "
+        f"{cal.get('scored_seconds', '?')} s of held-out normal footage).\n\n"
+    )
+    return model + (
         f"{len(scored)} recordings, {hours:.2f} h of footage, {faults} labelled faults; "
         f"model rate {pipe.fps:g} fps; the pipeline (predict, score, health, alarm engine) ran "
         f"at {PIPELINE_TIME[1] / max(PIPELINE_TIME[0], 1e-9):.0f} steps/s on this machine. "
@@ -371,5 +409,7 @@ def _markdown(summaries, matched, scored: list[Scored], pipe: Pipeline) -> str:
         f"{markdown_table(summaries)}\n\n"
         "Baselines at Foresight's false-alarm count on this footage (thresholds chosen with "
         "the answers, in the baselines' favour):\n\n"
-        f"{markdown_table(matched)}\n"
+        f"{markdown_table(matched)}\n\n"
+        "How far Foresight's score rose in the precursors (a diagnostic of the misses):\n\n"
+        f"{separation_table(scored, pipe.thr)}"
     )
