@@ -113,6 +113,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from foresight.model.fit import recalibrate
+
+    summary = recalibrate(_config(args), Path(args.model), Path(args.data), progress=not args.quiet)
+    thr = summary["thresholds"]
+    print(
+        f"{args.model}: calibrated on {summary['footage']['scored_seconds']:.0f} s of held-out "
+        f"normal footage; alarm level {thr['alarm']:.2f} (clear {thr['clear']:.2f}, "
+        f"watch {thr['watch']:.2f}, normal median {thr['baseline']:.2f})"
+    )
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from foresight.replay import replay
 
@@ -297,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--lines", type=int, default=16, help="simulated line variants")
             p.set_defaults(data=None, sim=True)
         p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("calibrate", help="recalibrate a model's residuals and alarm thresholds")
+    _add_config_args(p)
+    p.add_argument("--model", required=True, help="model directory (updated in place, atomically)")
+    p.add_argument("--data", required=True, help="the footage it was trained on (held-out split)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("replay", help="run the monitor's pipeline over a recording (offline)")
     p.add_argument("video", nargs="?", help="video file (a same-stem CSV is used as sensors)")

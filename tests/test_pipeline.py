@@ -194,3 +194,33 @@ def test_evaluate_runs_every_method_on_the_samples(tiny_model, tmp_path, capsys)
     assert report["calibrated"]["foresight"]["overall"]["n"] == 4
     assert len(list((tmp_path / "ev" / "plots").glob("fault_*.png"))) == 4
     assert "<!-- bench:evaluate -->" in bench.read_text()
+
+
+def test_counter_channels_do_not_feed_the_score():
+    rng = np.random.default_rng(2)
+    train = _features(rng, 2000)
+    mask = np.array([True, True, False])  # channel 2 is a cumulative counter
+    cal = fit_calibration([train], mask)
+    assert np.array_equal(Calibration.from_arrays(cal.to_arrays()).sensor_mask, mask)
+    tr = ResidualTracker(ResidualConfig(smooth_seconds=0), cal, fps=10)
+    quiet = {k: v[0].copy() for k, v in _features(np.random.default_rng(3), 1).items()}
+    base = tr.update(quiet).score
+    counter = {k: v.copy() for k, v in quiet.items()}
+    counter["sensor"][:, 2] = 50.0  # the counter ticks: reported, not scored
+    res = tr.update(counter)
+    assert res.score == pytest.approx(base) and res.sensors[2] > 10
+    real = {k: v.copy() for k, v in quiet.items()}
+    real["sensor"][:, 0] = 50.0
+    assert tr.update(real).score > base + 10
+
+
+def test_recalibrate_command(tiny_model, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    shards = tiny_model.parent / "model.shards"
+    assert main(["calibrate", "--model", str(model), "--data", str(shards), "-q"]) == 0
+    assert "alarm level" in capsys.readouterr().out
+    thr = read_card(model)["calibration"]["thresholds"]
+    assert thr["baseline"] < thr["alarm"]

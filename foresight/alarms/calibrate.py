@@ -102,7 +102,10 @@ def calibrate_thresholds(
             f"({min_footage_s(cfg):.0f} s for the episode fit), got {seconds:.0f} s"
         )
     raw = np.concatenate([p.scores for p in prepared])
-    baseline = float(np.median(raw))
+    # The level the engine compares is held for the on-delay: its median is the baseline (the
+    # raw median sits higher when the score has short periodic spikes).
+    held = np.concatenate([p.alarmable[np.isfinite(p.alarmable)] for p in prepared])
+    baseline = float(np.median(held)) if held.size else float(np.median(raw))
     spread = float(np.ptp(raw))
     if spread <= 1e-9 * max(1.0, abs(baseline)):
         raise InputError(f"calibration scores are constant ({baseline:.6g}); cannot fit a tail")
@@ -120,6 +123,9 @@ def calibrate_thresholds(
     except InputError:
         tail = _step_tail(prepared, hours)
         level, method = tail.level(target), "short-footage step tail (conservative)"
+        # Never below what the short footage itself reached: that would alarm on normal at once.
+        seen = np.concatenate([p.alarmable[np.isfinite(p.alarmable)] for p in prepared])
+        level = max(level, float(seen.max()) if seen.size else level)
         log.warning(
             "only %.0f s of normal footage for calibration: thresholds come from a conservative "
             "per-step tail fit; give at least %.0f s for an episode-based one",

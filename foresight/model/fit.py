@@ -21,7 +21,7 @@ def fit(
 ) -> TrainResult:
     """Train or fine-tune a world model from footage, shards or the simulator."""
     maybe_init_distributed()
-    out = Path(out)
+    out = Path(out).resolve()  # orbax needs absolute paths
     train_src, val_src, data_card = open_training_data(
         cfg, data, out, sim=sim, lines=lines, progress=progress
     )
@@ -52,3 +52,26 @@ def calibrate_saved(cfg: Config, path: Path, source, *, progress: bool = True) -
     )
     save_model(bundle, path)
     return summary
+
+
+def recalibrate(cfg: Config, model: Path, data: Path, *, progress: bool = True) -> dict:
+    """Recalibrate a trained model on the held-out split of its footage (same split as train).
+
+    The data and training settings (resolution, channels, validation split) are the model's own,
+    from its card; the residual and alarm settings are the current configuration's.
+    """
+    from foresight.ingest.config import DataConfig
+    from foresight.model.checkpoint import read_card
+    from foresight.model.config import TrainConfig
+
+    model = Path(model).resolve()
+    trained = read_card(model).get("config", {})
+    if "data" in trained and "train" in trained:
+        cfg = cfg.model_copy(
+            update={
+                "data": DataConfig(**trained["data"]),
+                "train": TrainConfig(**trained["train"]),
+            }
+        )
+    _, val_src, _ = open_training_data(cfg, Path(data), model, progress=progress)
+    return calibrate_saved(cfg, model, val_src, progress=progress)

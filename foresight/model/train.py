@@ -247,7 +247,7 @@ def train_model(
     progress: bool = True,
 ) -> TrainResult:
     """Train (or fine-tune from ``init``) and write the best model to ``out``."""
-    out = Path(out)
+    out = Path(out).resolve()  # orbax needs absolute paths
     steps = horizon_steps(model_cfg, data["fps"])
     window = model_cfg.context + max(steps)
     if window > data["window"]:

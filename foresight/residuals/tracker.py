@@ -50,6 +50,7 @@ class Calibration:
     top_center: np.ndarray  # (len(COMPONENTS), nH) stage 2
     top_scale: np.ndarray
     samples: int = 0
+    sensor_mask: np.ndarray | None = None  # (S,) channels whose residual feeds the score
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for the checkpoint's ``extra``."""
@@ -58,6 +59,8 @@ class Calibration:
         out["residuals.top_center"] = self.top_center
         out["residuals.top_scale"] = self.top_scale
         out["residuals.samples"] = np.asarray(self.samples)
+        if self.sensor_mask is not None:
+            out["residuals.sensor_mask"] = np.asarray(self.sensor_mask, bool)
         return out
 
     @classmethod
@@ -72,6 +75,7 @@ class Calibration:
             top_center=get["residuals.top_center"],
             top_scale=get["residuals.top_scale"],
             samples=int(get.get("residuals.samples", 0)),
+            sensor_mask=get.get("residuals.sensor_mask"),
         )
 
 
@@ -102,18 +106,27 @@ def stage1(features: dict[str, np.ndarray], cal: Calibration) -> dict[str, np.nd
     return {c: (features[c] - cal.center[c]) / cal.scale[c] for c in COMPONENTS}
 
 
-def reduce_cells(z: dict[str, np.ndarray]) -> np.ndarray:
+def reduce_cells(z: dict[str, np.ndarray], sensor_mask: np.ndarray | None = None) -> np.ndarray:
     """Stage-1 z (..., nH, cells) to one value per component and horizon (..., 3, nH)."""
+    sens = z["sensor"]
+    if sensor_mask is not None and sens.shape[-1]:
+        sens = sens[..., np.asarray(sensor_mask, bool)]
     with quiet():
         pixel = np.nanmax(z["pixel"], axis=-1) if z["pixel"].shape[-1] else None
-        sensor = np.nanmax(z["sensor"], axis=-1) if z["sensor"].shape[-1] else None
+        sensor = np.nanmax(sens, axis=-1) if sens.shape[-1] else None
     lat = z["latent"]
     nan = np.full_like(lat, np.nan)
     return np.stack([nan if pixel is None else pixel, lat, nan if sensor is None else sensor], -2)
 
 
-def fit_calibration(batches: Iterable[dict[str, np.ndarray]]) -> Calibration:
-    """Robust two-stage statistics from raw features of normal footage (each batch (T, ...))."""
+def fit_calibration(
+    batches: Iterable[dict[str, np.ndarray]], sensor_mask: np.ndarray | None = None
+) -> Calibration:
+    """Robust two-stage statistics from raw features of normal footage (each batch (T, ...)).
+
+    ``sensor_mask`` picks the channels whose residual feeds the score (all by default); the
+    others are still normalised and reported.
+    """
     parts = {c: [] for c in COMPONENTS}
     for b in batches:
         for c in COMPONENTS:
@@ -128,9 +141,10 @@ def fit_calibration(batches: Iterable[dict[str, np.ndarray]]) -> Calibration:
     for c in COMPONENTS:
         center[c], scale[c] = _robust(full[c])
     pre = Calibration(center, scale, np.zeros(1), np.ones(1), n)
-    top = reduce_cells(stage1(full, pre))
+    top = reduce_cells(stage1(full, pre), sensor_mask)
     top_center, top_scale = _robust(top)
-    return Calibration(center, scale, top_center, top_scale, n)
+    mask = None if sensor_mask is None else np.asarray(sensor_mask, bool)
+    return Calibration(center, scale, top_center, top_scale, n, mask)
 
 
 class ResidualTracker:
@@ -156,7 +170,7 @@ class ResidualTracker:
     def update(self, features: dict[str, np.ndarray], learn: bool = True) -> Residual:
         """Score one instant's raw features (pixel (nH, R), latent (nH,), sensor (nH, S))."""
         z = stage1(features, self.cal)
-        parts = (reduce_cells(z) - self.cal.top_center) / self.cal.top_scale
+        parts = (reduce_cells(z, self.cal.sensor_mask) - self.cal.top_center) / self.cal.top_scale
         parts = np.where(self.mask[:, None], parts, np.nan)
         with quiet():
             horizons = np.nanmax(parts, axis=0)
