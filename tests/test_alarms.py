@@ -230,7 +230,8 @@ def test_calibration_meets_target_rate(long_normal):
     count, hours, per_shift = false_alarm_rate(cfg, thr, [long_normal])
     assert hours == pytest.approx(48.0, abs=0.01)
     assert 4.0 <= per_shift <= 16.0, (count, per_shift)
-    median = Thresholds(thr.baseline, thr.baseline, thr.baseline, thr.baseline)
+    m = float(np.median(ar_score(seed=0, hours=2.0)[1]))  # the raw median score
+    median = Thresholds(m, m, m, m)
     assert false_alarm_rate(cfg, median, [ar_score(seed=5, hours=2.0)])[2] > 16.0
     strict, _ = calibrate_thresholds(cfg.model_copy(update={"margin": 1.5}), [ar_score(0, 2.0)])
     assert false_alarm_rate(cfg, strict, [long_normal])[2] < 4.0
