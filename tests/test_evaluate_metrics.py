@@ -273,3 +273,14 @@ def test_plots_write_png_atomically(tmp_path):
     for p in (path, plain, hist):
         assert p.stat().st_size > 1000 and p.read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fault.png", "leads.png", "plain.png"]
+
+
+def test_an_alarm_carried_over_from_the_previous_clip_is_not_a_new_onset():
+    t = np.arange(0.0, 10.0, 0.1)
+    alarm = np.zeros(t.size, bool)
+    alarm[:5] = True  # still on from the clip before
+    assert alarm_onsets(alarm).tolist() == [0]
+    assert alarm_onsets(alarm, carried=True).tolist() == []
+    fresh = evaluate_files([FileResult("b.mp4", t, alarm)])
+    carried = evaluate_files([FileResult("b.mp4", t, alarm, carried=True)])
+    assert (fresh.false_alarms, carried.false_alarms) == (1, 0)

@@ -41,6 +41,7 @@ class FileResult:
     alarm: np.ndarray
     faults: tuple[Mapping[str, Any], ...] = ()
     line_states: tuple[Mapping[str, Any], ...] = ()
+    carried: bool = False  # an alarm already on at the first sample continues from the file before
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,13 @@ def labels_for_file(
     return faults, states
 
 
-def alarm_onsets(alarm: np.ndarray) -> np.ndarray:
-    """Indices of False->True transitions (index 0 counts when the trace starts True)."""
+def alarm_onsets(alarm: np.ndarray, carried: bool = False) -> np.ndarray:
+    """Indices of False->True transitions (index 0 counts when the trace starts True, unless the
+    alarm is ``carried`` over from the previous file of one continuous recording)."""
     a = np.asarray(alarm, dtype=bool).ravel()
     if a.size == 0:
         return np.zeros(0, dtype=np.int64)
-    prev = np.concatenate([[False], a[:-1]])
+    prev = np.concatenate([[carried], a[:-1]])
     return np.flatnonzero(a & ~prev)
 
 
@@ -229,7 +231,7 @@ def running_seconds(result: FileResult) -> float:
 def score_file(result: FileResult) -> tuple[list[FaultOutcome], list[tuple[str, float]]]:
     """Outcomes of the file's faults and the (file, time) of each false-alarm onset."""
     t, alarm = _check(result)
-    onset_t = t[alarm_onsets(alarm)]
+    onset_t = t[alarm_onsets(alarm, result.carried)]
     windows = [_window(result, f) for f in result.faults]
     outcomes = []
     for kind, start, jam in windows:

@@ -177,6 +177,15 @@ def _alarms_of(acfg, thr, scored: list[Scored], name: str) -> list[FileResult]:
     return out
 
 
+def _carried(scored: list[Scored], i: int, alarm: np.ndarray) -> bool:
+    """Foresight's alarm at the start of clip ``i`` continues from the clip before it (the
+    pipeline runs consecutive clips of one directory as one stream)."""
+    if i == 0 or not len(alarm) or scored[i - 1].rec.group != scored[i].rec.group:
+        return False
+    prev = scored[i - 1].traces[FORESIGHT].alarm
+    return bool(len(prev) and prev[-1] and alarm[0])
+
+
 def _false_count(results: list[FileResult]) -> int:
     return evaluate_files(results).false_alarms
 
@@ -280,8 +289,9 @@ def evaluate(
                 s.traces[FORESIGHT].alarm,
                 s.rec.faults,
                 s.rec.line_states,
+                carried=_carried(scored, i, s.traces[FORESIGHT].alarm),
             )
-            for s in scored
+            for i, s in enumerate(scored)
         ]
     }
     for name, (_, thr) in baselines.items():
