@@ -30,6 +30,7 @@ from foresight.residuals.tracker import COMPONENTS, ResidualTracker, fit_calibra
 log = logging.getLogger(__name__)
 
 Stream = tuple[dict[str, Any], np.ndarray, np.ndarray]  # (record, frames, sensors)
+COLD_START_S = 3.0  # after the model's warm-up, a cold start's transient left out of calibration
 
 
 def line_refs(streams: list[Stream], channels: tuple[str, ...]) -> LineRefs:
@@ -105,14 +106,16 @@ def calibrate_model(
     pred = Predictor(bundle)
     warm = max(pred.steps) + round(rcfg.warmup_seconds * fps)
     total = sum(len(f) for _, f, _ in streams)
-    feats, masks = [], []
+    feats, masks, runs = [], [], []
     with tqdm(total=total, desc="calibrate", unit="frame", disable=not progress) as bar:
         for _, frames, sensors in streams:
             f = stream_features(pred, rcfg, frames, sensors, bar)
-            ok = running_mask(frames, sensors, channels, refs)
-            ok[:warm] = False
+            run = running_mask(frames, sensors, channels, refs)
+            ok = run.copy()
+            ok[:warm] = False  # the model's warm-up: no score, but not a line stop either
             feats.append(f)
             masks.append(ok)
+            runs.append(run)
     # Cumulative counters (seen as per-frame differences) tick once per carton: their residual is
     # a periodic spike, not a fault signal, so it is reported but does not feed the score.
     counters = set(bundle.model_cfg.diff_channels)
@@ -121,12 +124,15 @@ def calibrate_model(
         ({c: f[c][m] for c in COMPONENTS} for f, m in zip(feats, masks, strict=True)), sensor_mask
     )
     series = []
-    for f, m in zip(feats, masks, strict=True):
+    for f, m, run in zip(feats, masks, runs, strict=True):
         tracker = ResidualTracker(rcfg, cal, fps)
         scores = np.full(len(m), np.nan)
         for i in np.flatnonzero(m):
             scores[i] = tracker.update({c: f[c][i] for c in COMPONENTS}).score
-        series.append((np.arange(len(m)) / fps, scores, m))
+        # Each recording starts the model cold: its first seconds are left out (as the engine's
+        # settling does after a restart), but only real stops start alarms.settle_s.
+        scores[: warm + round(COLD_START_S * fps)] = np.nan
+        series.append((np.arange(len(m)) / fps, scores, run))
     thr, report = calibrate_thresholds(acfg, series)
     bundle.extra.update(cal.to_arrays())
     bundle.extra.update(refs.to_arrays())
