@@ -23,7 +23,7 @@ from foresight.alarms.config import AlarmConfig
 from foresight.errors import InputError
 from foresight.model.checkpoint import ModelBundle
 from foresight.model.predictor import Predictor
-from foresight.pipeline import RUNNING_FRACTION, FeatureStream, LineRefs, motion_of
+from foresight.pipeline import RUNNING_FRACTION, FeatureStream, LineRefs, grey_of
 from foresight.residuals.config import ResidualConfig
 from foresight.residuals.tracker import COMPONENTS, ResidualTracker, fit_calibration
 
@@ -39,8 +39,7 @@ def line_refs(streams: list[Stream], channels: tuple[str, ...]) -> LineRefs:
     for _, frames, sensors in streams:
         if "belt_speed" in channels:
             belt.append(np.asarray(sensors[:, channels.index("belt_speed")], np.float64))
-        grey = np.asarray(frames, np.float32).mean(-1)
-        motion.append(np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2)))
+        motion.append(_motion(frames)[1:])
     return LineRefs(belt_speed=_running_median(belt), motion=_running_median(motion))
 
 
@@ -57,20 +56,23 @@ def _running_median(parts: list[np.ndarray]) -> float:
     return float(np.median(run)) if len(run) and top > 0 else math.nan
 
 
+def _motion(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute grey-level change from the previous frame (NaN for the first)."""
+    grey = grey_of(np.asarray(frames))
+    return np.concatenate([[np.nan], np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2))])
+
+
 def running_mask(
     frames: np.ndarray, sensors: np.ndarray, channels: tuple[str, ...], refs: LineRefs
 ) -> np.ndarray:
-    """Per-step running flag, the same rule as the pipeline's."""
-    n = len(frames)
-    if "belt_speed" in channels and math.isfinite(refs.belt_speed):
-        v = np.asarray(sensors[:, channels.index("belt_speed")], np.float64)
-        if np.isfinite(v).all():
-            return v > RUNNING_FRACTION * refs.belt_speed
-    out = np.ones(n, bool)
-    if math.isfinite(refs.motion):
-        for i in range(1, n):
-            out[i] = motion_of(frames[i], frames[i - 1]) > RUNNING_FRACTION * refs.motion
-    return out
+    """Per-step running flag: ``LineRefs.running``, the rule the pipeline applies."""
+    motion = _motion(frames)
+    belt = (
+        np.asarray(sensors[:, channels.index("belt_speed")], np.float64)
+        if "belt_speed" in channels
+        else np.full(len(frames), np.nan)
+    )
+    return np.array([refs.running(float(b), float(m)) for b, m in zip(belt, motion, strict=True)])
 
 
 def stream_features(

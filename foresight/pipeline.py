@@ -120,22 +120,16 @@ class HealthMonitor:
     frozen_seconds: float = 0.2  # two identical model frames: faster than the on-delay
     nan_seconds: float = 2.0
     global_seconds: float = 1.0
-    _prev: np.ndarray | None = None
     _frozen: int = 0
     _seen: np.ndarray | None = None
     _nan: np.ndarray | None = None
     _global: int = 0
 
-    def update(
-        self, frame: np.ndarray | None, raw: np.ndarray, global_fraction: float
-    ) -> str | None:
-        """Advance the checks by one step."""
-        if frame is None:
+    def update(self, motion: float | None, raw: np.ndarray, global_fraction: float) -> str | None:
+        """Advance the checks by one step; ``motion`` is None when no frame came."""
+        if motion is None:
             return "no_frame"
-        grey = frame.astype(np.float32).mean(-1)
-        same = self._prev is not None and float(np.abs(grey - self._prev).mean()) < FROZEN_DIFF
-        self._frozen = self._frozen + 1 if same else 0
-        self._prev = grey
+        self._frozen = self._frozen + 1 if motion < FROZEN_DIFF else 0
         finite = np.isfinite(raw)
         if self._seen is None:
             self._seen, self._nan = finite.copy(), np.zeros(len(raw), int)
@@ -209,14 +203,18 @@ class LineRefs:
         get = lambda k: float(np.asarray(arrays.get(k, math.nan)))  # noqa: E731
         return cls(belt_speed=get("line.belt_speed"), motion=get("line.motion"))
 
+    def running(self, belt_speed: float, motion: float) -> bool:
+        """The line runs: from the belt speed when known, else from image motion, else yes."""
+        if math.isfinite(belt_speed) and math.isfinite(self.belt_speed):
+            return belt_speed > RUNNING_FRACTION * self.belt_speed
+        if math.isfinite(motion) and math.isfinite(self.motion):
+            return motion > RUNNING_FRACTION * self.motion
+        return True
 
-def motion_of(frame: np.ndarray, prev: np.ndarray | None) -> float:
-    """Mean absolute grey-level difference between two frames (NaN without a previous one)."""
-    if prev is None:
-        return math.nan
-    return float(
-        np.abs(frame.astype(np.float32).mean(-1) - prev.astype(np.float32).mean(-1)).mean()
-    )
+
+def grey_of(frame: np.ndarray) -> np.ndarray:
+    """Grey levels (H, W) float32 of an RGB frame."""
+    return frame.astype(np.float32).mean(-1)
 
 
 def calibration_of(bundle: ModelBundle) -> tuple[Calibration, alarms.Thresholds, LineRefs]:
@@ -248,7 +246,7 @@ class Pipeline:
         self.pred = predictor or Predictor(bundle)
         self.fps = float(bundle.data["fps"])
         self.channels = tuple(bundle.data.get("channels", ()))
-        self.horizons = tuple(h for h in sorted(bundle.model_cfg.horizons))
+        self.horizons = tuple(sorted(bundle.model_cfg.horizons))
         self.features = FeatureStream(self.pred, self.rcfg)
         self.reset()
 
@@ -258,33 +256,32 @@ class Pipeline:
         self.tracker = ResidualTracker(self.rcfg, self.cal, self.fps)
         self.health = HealthMonitor(self.rcfg, self.fps, self.channels)
         self.state = alarms.initial_state()
-        self._prev: np.ndarray | None = None
+        self._grey: np.ndarray | None = None
         self._warm = max(self.features.steps) + round(self.rcfg.warmup_seconds * self.fps)
 
-    def line_running(self, frame: np.ndarray, raw: np.ndarray) -> bool:
-        """Whether the line runs, from the belt speed if the stream has one, else from motion."""
-        if "belt_speed" in self.channels and math.isfinite(self.refs.belt_speed):
-            v = float(raw[self.channels.index("belt_speed")])
-            if math.isfinite(v):
-                return v > RUNNING_FRACTION * self.refs.belt_speed
-        m = motion_of(frame, self._prev)
-        if math.isfinite(m) and math.isfinite(self.refs.motion):
-            return m > RUNNING_FRACTION * self.refs.motion
-        return True
+    def belt_speed(self, raw: np.ndarray) -> float:
+        """The belt-speed channel of raw sensors (NaN when the stream has none)."""
+        if "belt_speed" not in self.channels:
+            return math.nan
+        return float(raw[self.channels.index("belt_speed")])
 
     def step(
         self, frame: np.ndarray, raw: np.ndarray, now: float, running: bool | None = None
     ) -> StepOutput:
         """One model step: frame (H, W, 3) uint8, raw sensors (S,), time in seconds."""
+        grey = grey_of(frame)
+        motion = math.nan if self._grey is None else float(np.abs(grey - self._grey).mean())
+        self._grey = grey
         if running is None:
-            running = self.line_running(frame, raw)
-        self._prev = frame
+            running = self.refs.running(self.belt_speed(raw), motion)
         learn = self.state.mode == "normal"
         feats = self.features.step(frame, raw, learn)
         scorable = self.features.n > self._warm
         res = self.tracker.update(feats, learn=learn and running) if scorable else None
         score = res.score if res is not None else math.nan
-        reason = self.health.update(frame, raw, res.global_fraction if res else 0.0)
+        reason = self.health.update(
+            motion if math.isfinite(motion) else math.inf, raw, res.global_fraction if res else 0.0
+        )
         if reason is None and scorable and not math.isfinite(res.instant if res else math.nan):
             reason = "no_score"
         tick = alarms.Tick(now=now, score=score, healthy=reason is None, running=running)

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from foresight.errors import InputError
 from foresight.ingest.sensors import check_header, resample_csv
-from foresight.ingest.video import check_roi, open_video
+from foresight.ingest.video import check_roi, fit_frame, open_video
 from foresight.model.checkpoint import load_model
 from foresight.pipeline import Pipeline
 
@@ -67,7 +66,6 @@ def model_frames(
     cap, info = open_video(path)
     try:
         check_roi(path, roi, info)
-        x, y, w, h = roi if roi is not None else (0, 0, info.width, info.height)
         ratio = info.fps / fps
         k = 0
         i = -1
@@ -78,12 +76,10 @@ def model_frames(
             i += 1
             if frame.shape[:2] != (info.height, info.width):
                 raise InputError(f"{path}: frame {i} changes size mid-stream")
-            ticks = []
+            ticks, fitted = [], None
             while math.floor(k * ratio + 0.5) <= i:
-                small = cv2.resize(
-                    frame[y : y + h, x : x + w], (size, size), None, 0, 0, cv2.INTER_AREA
-                )
-                ticks.append((k, cv2.cvtColor(small, cv2.COLOR_BGR2RGB)))
+                fitted = fit_frame(frame, size, roi) if fitted is None else fitted
+                ticks.append((k, fitted))
                 k += 1
             yield i, i / info.fps, ticks
         if i < 0:
@@ -117,7 +113,8 @@ def read_sensors(path: Path, channels: tuple[str, ...], fps: float, steps: int) 
     return out
 
 
-def _steps_for(video: Path, fps: float) -> int:
+def steps_for(video: Path, fps: float) -> int:
+    """Model steps a video yields at ``fps`` (from its container)."""
     cap, info = open_video(video)
     cap.release()
     return max(info.output_frames(fps), 1)
@@ -149,7 +146,7 @@ def replay(
     if sensors is None and video.with_suffix(".csv").is_file():
         sensors = video.with_suffix(".csv")
         log.info("using sensors %s", sensors)
-    steps = _steps_for(video, fps) + 2
+    steps = steps_for(video, fps) + 2
     raw = (
         read_sensors(Path(sensors), channels, fps, steps)
         if sensors is not None

@@ -42,7 +42,6 @@ from foresight.residuals.features import EPS
 from foresight.residuals.tracker import COMPONENTS, ResidualTracker, fit_calibration
 
 log = logging.getLogger(__name__)
-PIPELINE_TIME = [0.0, 0]  # seconds spent in Pipeline.step, steps taken (this process)
 FORESIGHT = "foresight"
 COPY_LAST = "copy-last residual"
 
@@ -230,9 +229,12 @@ def fit_baselines(pipe: Pipeline, fit: list[Recording], fit_fraction: float) -> 
     return out
 
 
-def score_recordings(pipe: Pipeline, recs, baselines: dict, progress: bool) -> list[Scored]:
-    """Foresight and every baseline over the labelled recordings."""
+def score_recordings(
+    pipe: Pipeline, recs, baselines: dict, progress: bool
+) -> tuple[list[Scored], float]:
+    """Foresight and every baseline over the labelled recordings; also the pipeline's steps/s."""
     scored: list[Scored] = []
+    busy, steps = 0.0, 0
     group, t0 = None, 0.0
     bar = tqdm(desc="evaluate", unit="frame", disable=not progress)
     for rec in recs:
@@ -241,8 +243,8 @@ def score_recordings(pipe: Pipeline, recs, baselines: dict, progress: bool) -> l
             group, t0 = rec.group, 0.0
         started = time.perf_counter()
         trace, running, heat = run_pipeline(pipe, rec, t0)
-        PIPELINE_TIME[0] += time.perf_counter() - started
-        PIPELINE_TIME[1] += len(rec.frames)
+        busy += time.perf_counter() - started
+        steps += len(rec.frames)
         t0 += len(rec.frames) / pipe.fps
         s = Scored(rec, running, {FORESIGHT: trace}, heat)
         for name, (scorer, _) in baselines.items():
@@ -253,7 +255,7 @@ def score_recordings(pipe: Pipeline, recs, baselines: dict, progress: bool) -> l
         scored.append(s)
         bar.update(len(rec.frames))
     bar.close()
-    return scored
+    return scored, steps / max(busy, 1e-9)
 
 
 def evaluate(
@@ -278,7 +280,7 @@ def evaluate(
         return load_recordings(dirs, size, pipe.fps, pipe.channels, roi)
 
     baselines = fit_baselines(pipe, list(recordings(fit)), fit_fraction)
-    scored = score_recordings(pipe, recordings(data), baselines, progress)
+    scored, rate = score_recordings(pipe, recordings(data), baselines, progress)
     if not any(s.rec.faults for s in scored):
         raise InputError(f"{', '.join(map(str, data))}: no labelled faults (labels.json) found")
     results = {
@@ -314,7 +316,7 @@ def evaluate(
     }
     (out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
     _save_traces(out / "traces.npz", scored)
-    text = _markdown(summaries, matched, scored, pipe)
+    text = _markdown(summaries, matched, scored, pipe, rate)
     if benchmarks is not None:
         from foresight.bench.report import section, write_section
 
@@ -393,7 +395,7 @@ def separation_table(scored: list[Scored], thr) -> str:
     )
 
 
-def _markdown(summaries, matched, scored: list[Scored], pipe: Pipeline) -> str:
+def _markdown(summaries, matched, scored: list[Scored], pipe: Pipeline, rate: float) -> str:
     """Tables for BENCHMARKS.md."""
     from foresight.evaluate.metrics import markdown_table
 
@@ -410,7 +412,7 @@ def _markdown(summaries, matched, scored: list[Scored], pipe: Pipeline) -> str:
     return model + (
         f"{len(scored)} recordings, {hours:.2f} h of footage, {faults} labelled faults; "
         f"model rate {pipe.fps:g} fps; the pipeline (predict, score, health, alarm engine) ran "
-        f"at {PIPELINE_TIME[1] / max(PIPELINE_TIME[0], 1e-9):.0f} steps/s on this machine. "
+        f"at {rate:.0f} steps/s on this machine. "
         "Thresholds calibrated without labels to "
         f"{pipe.acfg.false_alarms_per_shift:g} false alarms per {pipe.acfg.shift_hours:g} h "
         "shift (Foresight on its held-out normal footage, each baseline on the line's normal "

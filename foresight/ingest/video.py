@@ -81,6 +81,18 @@ def open_video(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     return cap, VideoInfo(fps=fps, width=width, height=height, container_frames=frames)
 
 
+def fit_frame(
+    frame_bgr: np.ndarray, size: int, roi: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
+    """One camera frame as the model sees it: ROI crop, INTER_AREA resize to a square, RGB
+    (the rule ``decode_to_file`` applies; replay and the live monitor call this)."""
+    if roi is not None:
+        x, y, w, h = roi
+        frame_bgr = frame_bgr[y : y + h, x : x + w]
+    small = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+
+
 def probe_output_frames(path: Path, fps: float) -> int:
     """Estimated output frames of a video at ``fps`` from its container (0 if unknown)."""
     try:

@@ -45,9 +45,12 @@ def make_source(cfg: Config, pipe: Pipeline, line: Any):
         return sim_source(line, size, cfg.monitor.speed)
     sensors = None
     if cfg.monitor.sensors:
-        from foresight.replay import read_sensors
+        from foresight.replay import read_sensors, steps_for
 
-        sensors = read_sensors(Path(cfg.monitor.sensors), pipe.channels, pipe.fps, 10**6)
+        steps = steps_for(Path(spec), pipe.fps) if Path(spec).is_file() else None
+        if steps is None:
+            raise InputError("monitor.sensors (a CSV replay) needs monitor.source to be a file")
+        sensors = read_sensors(Path(cfg.monitor.sensors), pipe.channels, pipe.fps, steps)
     roi = (pipe.bundle.card.get("config", {}).get("ingest", {}) or {}).get("roi")
     return video_source(spec, size, cfg.monitor.speed, roi, sensors, pipe.fps)
 

@@ -39,6 +39,7 @@ import numpy as np
 from foresight.config import Config
 from foresight.monitor.sources import Observation
 from foresight.pipeline import Pipeline, StepOutput
+from foresight.plc import alarm_code
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,6 @@ class Monitor:
                 self.inputs = await self.act.read_inputs()
                 state = self.last.state if self.last is not None else "normal"
                 if state != mode:
-                    from foresight.plc import alarm_code
-
                     if await self.act.set_alarm_state(alarm_code(state)):
                         mode = state
 

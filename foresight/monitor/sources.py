@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from foresight.errors import InputError
+from foresight.ingest.video import fit_frame
 
 
 class Observation(NamedTuple):
@@ -27,15 +28,6 @@ class Observation(NamedTuple):
     frame: np.ndarray  # (size, size, 3) RGB uint8
     sensors: np.ndarray  # (S,) float32, NaN where unknown
     line_state: str | None  # from the source itself (the simulator), else None
-
-
-def _fit(frame_bgr: np.ndarray, size: int, roi) -> np.ndarray:
-    """Crop the ROI, resize to the model's square input, BGR to RGB (as ingest does)."""
-    if roi is not None:
-        x, y, w, h = roi
-        frame_bgr = frame_bgr[y : y + h, x : x + w]
-    small = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
 class Pacer:
@@ -96,7 +88,7 @@ async def video_source(
                 row = sensors[min(int(round(t * sensor_fps)), len(sensors) - 1)]
             else:
                 row = np.full(width, np.nan, np.float32)
-            yield Observation(t, _fit(frame, size, roi), row, None)
+            yield Observation(t, fit_frame(frame, size, roi), row, None)
             i += 1
     finally:
         cap.release()
