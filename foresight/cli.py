@@ -390,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--minutes", type=float, default=10.0, help="minutes of footage to ingest")
     pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
     pb.set_defaults(func=cmd_bench_ingest)
+    from foresight.realdata.commands import register_all
+
+    register_all(bsub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Real-data benchmarks of the sensor path: SKAB, NAB and Tennessee Eastman (issue 7)."""

@@ -1,0 +1,145 @@
+"""The monitor's residual tracker and alarm engine, driven by the sensor-only world model.
+
+The tracker counts time in samples: it runs at ``fps = 1``, so its smoothing time constant is a
+number of samples (on SKAB, 1 s sampling, that is seconds; on NAB, 5 min, and Tennessee Eastman,
+3 min, it is not). The alarm engine runs in real time, ``dt`` seconds per sample, so its delays and
+its false-alarm target (per hour of normal operation) keep their meaning.
+
+Residual features follow ``foresight.residuals.features``: ``sensor`` (nH, S) is
+``log((x - mu)^2 / var + eps)`` of each channel against the forecast due now; the sensor model has
+no latent state worth comparing, so the ``latent`` slot (nH,) carries the joint residual
+``log(mean over channels of (x - mu)^2 / var + eps)``, which catches a small change spread over
+many channels that no single channel shows; ``pixel`` is empty (nH, 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from foresight.alarms import AlarmConfig, Thresholds, calibrate_thresholds, run_engine
+from foresight.errors import InputError
+from foresight.residuals.config import ResidualConfig
+from foresight.residuals.features import EPS, sensor_features
+from foresight.residuals.tracker import Calibration, ResidualTracker, fit_calibration
+
+#: a channel that never varies in the fit data still gets this scale (normalised units)
+MIN_STD = 1e-3
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Per-channel centre and scale from normal data."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, name: str = "data") -> Normaliser:
+        """Mean and standard deviation of (T, S) normal rows (NaN rows refused)."""
+        rows = np.asarray(rows, np.float64)
+        if rows.ndim != 2 or len(rows) < 2:
+            raise InputError(f"{name}: need at least 2 rows of sensors to normalise")
+        if not np.isfinite(rows).all():
+            raise InputError(f"{name}: NaN or infinite sensor values in the fit rows")
+        std = rows.std(axis=0)
+        scale = np.maximum(std, MIN_STD * np.maximum(np.abs(rows.mean(axis=0)), 1.0))
+        return cls(rows.mean(axis=0), scale)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """Normalised rows, float32."""
+        return ((np.asarray(rows, np.float64) - self.mean) / self.std).astype(np.float32)
+
+
+def due_features(
+    xs: np.ndarray, mean: np.ndarray, logvar: np.ndarray, horizons: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Residual features per sample of a series (T, S) from its forecasts (T, nH, S).
+
+    At sample t the forecast for horizon k made at t - k is due; before that it is NaN.
+    """
+    t, s = xs.shape
+    nh = len(horizons)
+    assert mean.shape == logvar.shape == (t, nh, s), (mean.shape, xs.shape, nh)
+    due_mu = np.full((t, nh, s), np.nan, np.float32)
+    due_lv = np.zeros((t, nh, s), np.float32)
+    for i, k in enumerate(horizons):
+        if k < t:
+            due_mu[k:, i] = mean[: t - k, i]
+            due_lv[k:, i] = logvar[: t - k, i]
+    std = np.exp(0.5 * due_lv)
+    sensor = np.asarray(sensor_features(xs, np.ones_like(xs), due_mu, std), np.float32)
+    with np.errstate(all="ignore"):
+        d = ((xs[:, None] - due_mu) / std) ** 2
+        joint = np.log(d.mean(-1) + EPS).astype(np.float32)
+    return {"pixel": np.zeros((t, nh, 0), np.float32), "latent": joint, "sensor": sensor}
+
+
+def calibrate(features: Sequence[dict[str, np.ndarray]]) -> Calibration:
+    """Robust residual statistics from normal samples (leading NaN steps dropped)."""
+    ready = []
+    for f in features:
+        ok = np.isfinite(f["latent"]).all(axis=1)
+        ready.append({k: v[ok] for k, v in f.items()})
+    return fit_calibration(ready)
+
+
+def track(
+    features: dict[str, np.ndarray], cal: Calibration, cfg: ResidualConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the monitor's ``ResidualTracker`` over a series at one sample per 'second'.
+
+    Returns the smoothed score and the instant score per sample (NaN while nothing is due).
+    """
+    tracker = ResidualTracker(cfg, cal, fps=1.0)
+    n = len(features["latent"])
+    score, instant = np.full(n, np.nan), np.full(n, np.nan)
+    for i in range(n):
+        res = tracker.update({k: v[i] for k, v in features.items()}, learn=True)
+        score[i], instant[i] = res.score, res.instant
+    return score, instant
+
+
+def thresholds(
+    cfg: AlarmConfig, scores: Sequence[np.ndarray], dt: float = 1.0
+) -> tuple[Thresholds, dict]:
+    """Label-free alarm thresholds from normal score series, ``dt`` seconds per sample."""
+    series = [(dt * np.arange(len(s), dtype=np.float64), np.asarray(s, np.float64)) for s in scores]
+    return calibrate_thresholds(cfg, series)
+
+
+def alarms(
+    cfg: AlarmConfig, thr: Thresholds, scores: np.ndarray, dt: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The alarm engine over one series: (in slow-down per sample, slow-down start indices)."""
+    t = dt * np.arange(len(scores), dtype=np.float64)
+    _, alarm, events = run_engine(cfg, thr, t, np.asarray(scores, np.float64))
+    starts = np.array([int(round(at / dt)) for at, c in events if c.reason == "slowdown"], int)
+    return alarm, starts
+
+
+def alarm_config(per_hour: float, **delays: float) -> AlarmConfig:
+    """AlarmConfig for a target of ``per_hour`` false alarms per hour of normal operation.
+
+    The engine runs in real time (``dt`` seconds per sample), so ``delays`` are seconds; unlike
+    the line's defaults nothing is held back (no on-delay, dwell, ramp, re-alarm time or hourly
+    cap) unless given here; the off-delay defaults to 1 s because ``calibrate_thresholds``
+    divides by the engine's dead time (off-delay + ramp + re-alarm), which must not be 0.
+    """
+    defaults = {
+        "on_delay_s": 0.0,
+        "off_delay_s": 1.0,
+        "min_slowdown_s": 0.0,
+        "recover_ramp_s": 0.0,
+        "realarm_s": 0.0,
+        "settle_s": 0.0,
+        "max_slowdowns_per_hour": 3600,
+    }
+    defaults.update(delays)
+    per_shift = per_hour * 8.0
+    if not math.isfinite(per_shift) or per_shift <= 0:
+        raise InputError(f"false-alarm target must be positive, got {per_hour} per hour")
+    return AlarmConfig(false_alarms_per_shift=min(per_shift, 1000.0), shift_hours=8.0, **defaults)
