@@ -23,7 +23,13 @@ from foresight.alarms.config import AlarmConfig
 from foresight.errors import InputError
 from foresight.model.checkpoint import ModelBundle
 from foresight.model.predictor import Predictor
-from foresight.pipeline import RUNNING_FRACTION, FeatureStream, LineRefs, grey_of
+from foresight.pipeline import (
+    RUNNING_FRACTION,
+    FeatureStream,
+    LineRefs,
+    OcclusionGate,
+    grey_of,
+)
 from foresight.residuals.config import ResidualConfig
 from foresight.residuals.tracker import COMPONENTS, ResidualTracker, fit_calibration
 
@@ -127,10 +133,11 @@ def calibrate_model(
     )
     series = []
     for f, m, run in zip(feats, masks, runs, strict=True):
-        tracker = ResidualTracker(rcfg, cal, fps)
+        tracker, gate = ResidualTracker(rcfg, cal, fps), OcclusionGate(rcfg)
         scores = np.full(len(m), np.nan)
         for i in np.flatnonzero(m):
-            scores[i] = tracker.update({c: f[c][i] for c in COMPONENTS}).score
+            res = tracker.update({c: f[c][i] for c in COMPONENTS})
+            scores[i] = math.nan if gate.update(i / fps, res.global_fraction) else res.score
         # Each recording starts the model cold: its first seconds are left out (as the engine's
         # settling does after a restart), but only real stops start alarms.settle_s.
         scores[: warm + round(COLD_START_S * fps)] = np.nan

@@ -39,6 +39,9 @@ RUNNING_FRACTION = 0.3  # the line runs while its belt (or motion) is above this
 FROZEN_DIFF = 0.05  # mean absolute grey-level change below which two frames count as identical
 
 
+OCCLUSION_HOLD_S = 0.5  #: the score stays withheld this long after an occlusion has gone
+
+
 class FeatureStream:
     """The world model over one stream: carry, forecasts awaiting their due time, raw features."""
 
@@ -147,6 +150,24 @@ class HealthMonitor:
         return None
 
 
+class OcclusionGate:
+    """Something between camera and line (a hand, a shadow passing) makes many regions diverge
+    at once; a carton fault makes few. While more than ``residuals.occlusion_fraction`` of the
+    regions diverge, and for ``hold_s`` after, the score is withheld from the alarm engine (the
+    state holds; no health fault: an occlusion is normal plant life, not a broken monitor)."""
+
+    def __init__(self, cfg: ResidualConfig):
+        self.fraction = cfg.occlusion_fraction
+        self.hold_s = max(OCCLUSION_HOLD_S, 3.0 * cfg.smooth_seconds)
+        self.until = -math.inf
+
+    def update(self, now: float, fraction: float) -> bool:
+        """True while the picture counts as occluded at ``now``."""
+        if fraction > self.fraction:
+            self.until = now + self.hold_s
+        return now < self.until
+
+
 @dataclass(frozen=True)
 class StepOutput:
     """Everything one pipeline step produced, for the PLC, the store and the replay log."""
@@ -162,6 +183,7 @@ class StepOutput:
     health: str | None
     running: bool
     suspended: bool
+    occluded: bool = False
     residual: Residual | None = field(repr=False, default=None)
 
     def record(self, horizons: tuple[float, ...]) -> dict[str, Any]:
@@ -179,6 +201,7 @@ class StepOutput:
             "health": self.health,
             "running": self.running,
             "suspended": self.suspended,
+            "occluded": self.occluded,
             "horizons": {f"{h:g}s": num(v) for h, v in zip(horizons, self.horizons, strict=False)},
         }
 
@@ -257,6 +280,7 @@ class Pipeline:
         self.health = HealthMonitor(self.rcfg, self.fps, self.channels)
         self.state = alarms.initial_state()
         self._grey: np.ndarray | None = None
+        self.occlusion = OcclusionGate(self.rcfg)
         self._warm = max(self.features.steps) + round(self.rcfg.warmup_seconds * self.fps)
 
     def belt_speed(self, raw: np.ndarray) -> float:
@@ -279,12 +303,15 @@ class Pipeline:
         scorable = self.features.n > self._warm
         res = self.tracker.update(feats, learn=learn and running) if scorable else None
         score = res.score if res is not None else math.nan
+        occluded = res is not None and self.occlusion.update(now, res.global_fraction)
         reason = self.health.update(
             motion if math.isfinite(motion) else math.inf, raw, res.global_fraction if res else 0.0
         )
         if reason is None and scorable and not math.isfinite(res.instant if res else math.nan):
             reason = "no_score"
-        tick = alarms.Tick(now=now, score=score, healthy=reason is None, running=running)
+        tick = alarms.Tick(
+            now=now, score=math.nan if occluded else score, healthy=reason is None, running=running
+        )
         self.state, cmds = alarms.step(self.acfg, self.thr, self.state, tick)
         return StepOutput(
             t=now,
@@ -298,5 +325,6 @@ class Pipeline:
             health=reason,
             running=bool(running),
             suspended=now < self.state.suspended_until,
+            occluded=occluded,
             residual=res,
         )

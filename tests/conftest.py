@@ -99,8 +99,11 @@ def clips() -> type[Clips]:
 
 @pytest.fixture
 def tiny_cfg() -> Config:
-    """The ``tiny`` preset, independent of the caller's environment."""
-    return load_config(preset="tiny", environ={})
+    """The ``tiny`` preset, independent of the caller's environment, on the whole frame: the
+    synthetic clips encode frame indices across the picture (the automatic ROI has its own
+    tests in test_ingest_roi.py)."""
+    cfg = load_config(preset="tiny", environ={})
+    return cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"roi": None})})
 
 
 SAMPLES = Path(__file__).parent.parent / "data_samples"

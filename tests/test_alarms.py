@@ -91,6 +91,16 @@ REENTRY_TABLE = [
     (1.7, 1.0, "slowdown", ()),
 ]
 
+GAP_TABLE = [
+    (0.0, 6.0, "watch", ()),
+    (0.1, 6.0, "watch", ()),
+    (0.2, NAN, "watch", ()),  # no evidence (a hand passed): the on-delay starts afresh
+    (0.3, 6.0, "watch", ()),
+    (0.4, 6.0, "watch", ()),
+    (0.5, 6.0, "watch", ()),
+    (0.6, 6.0, "slowdown", slow()),  # 0.3 s of continuous evidence since 0.3
+]
+
 
 def drive(cfg: AlarmConfig, rows: list) -> None:
     """Step through ``rows`` and check the mode and commands after every tick."""
@@ -103,6 +113,10 @@ def drive(cfg: AlarmConfig, rows: list) -> None:
 
 def test_table_dwell_ramp_restore_realarm():
     drive(FAST.model_copy(update={"min_slowdown_s": 1.0}), DWELL_TABLE)
+
+
+def test_table_a_gap_in_the_score_restarts_the_on_delay():
+    drive(FAST, GAP_TABLE)
 
 
 def test_table_off_delay_reentry_nan():

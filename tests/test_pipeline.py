@@ -12,6 +12,7 @@ import pytest
 
 from foresight.cli import main
 from foresight.errors import InputError
+from foresight.ingest.video import fit_frame
 from foresight.model.checkpoint import load_model, read_card
 from foresight.model.core import update_background
 from foresight.pipeline import Pipeline
@@ -107,13 +108,17 @@ def test_uncalibrated_model_is_refused(tiny_model):
 def test_frozen_camera_raises_health_and_never_slows(tiny_model):
     bundle = load_model(tiny_model)
     pipe = Pipeline(bundle)
+    roi = bundle.card["config"]["ingest"]["roi"]
     frames = [
-        cv2.cvtColor(cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        fit_frame(f, 32, tuple(roi) if roi else None)
         for f in _frames(SAMPLES / "normal" / "clip_0001.mp4")[::5]
     ]
     raw = np.full(6, np.nan, np.float32)
     raw[0] = bundle.extra["line.belt_speed"]  # the line says it runs
+    # A quiet line first (whatever this briefly trained model scores), then the freeze.
+    pipe.thr = type(pipe.thr)(watch=1e9, alarm=1e9, clear=1e9, baseline=1e9)
     outs = [pipe.step(f, raw, k / 10) for k, f in enumerate(frames[:60])]
+    assert outs[-1].state == "normal" and outs[-1].health is None
     frozen = frames[60]
     # The camera freezes for 4 s; even a huge score could not command a slow-down now.
     pipe.thr = type(pipe.thr)(watch=-1e9, alarm=-1e9, clear=-1e9, baseline=-1e9)

@@ -148,10 +148,12 @@ def step(
     if now < state.suspended_until - _EPS:
         return _rest(state, now, state.suspended_until), ()
     score = float(tick.score)
-    if math.isnan(score):
-        if state.mode == "recovering":
+    if math.isnan(score):  # no evidence (occluded, not scored)
+        if state.mode == "recovering":  # timers hold: a slow-down episode is still open
             return _ramp(cfg, thr, state, now, score)
-        return state, ()
+        if state.mode == "slowdown":
+            return state, ()
+        return replace(state, above_since=None), ()  # a new alarm needs a full on-delay
     above = _timer(state.above_since, now) if score >= thr.alarm else None
     below = _timer(state.below_since, now) if score < thr.clear else None
     on = above is not None and now - above >= cfg.on_delay_s - _EPS

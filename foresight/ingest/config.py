@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from foresight.schema import SENSOR_CHANNELS
 
@@ -30,9 +32,17 @@ class IngestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    roi: tuple[int, int, int, int] | None = Field(
-        None, description="region of interest x, y, width, height in source pixels"
+    roi: tuple[int, int, int, int] | Literal["auto"] | None = Field(
+        "auto",
+        description="region of interest x, y, width, height in source pixels; auto: the band "
+        "where the line moves, found from the footage (foresight.ingest.roi); none: whole frame",
     )
+
+    @field_validator("roi", mode="before")
+    @classmethod
+    def _none(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.lower() == "none" else v
+
     workers: int = Field(1, ge=1, le=64)
     max_length_mismatch_seconds: float = Field(
         1.0, ge=0, description="allowed difference between video and CSV durations"

@@ -116,6 +116,14 @@ def run_ingest(
     """Ingest videos (files, or directories searched recursively) into the shard dir ``out``."""
     start = time.perf_counter()
     videos = find_videos([Path(p) for p in inputs])
+    if ingest.roi == "auto":
+        from foresight.ingest.roi import auto_roi, manifest_roi
+
+        roi = manifest_roi(Path(out))  # more footage for the same shards keeps their crop
+        if roi == "unknown":
+            roi = auto_roi([v.path for v in videos])
+        log.info("ROI (x, y, w, h): %s", "whole frame" if roi is None else roi)
+        ingest = ingest.model_copy(update={"roi": roi})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out):

@@ -25,6 +25,12 @@ def fit(
     train_src, val_src, data_card = open_training_data(
         cfg, data, out, sim=sim, lines=lines, progress=progress
     )
+    if data_card.get("manifest"):  # the crop the footage was cut with, for replay and monitor
+        from foresight.ingest.roi import manifest_roi
+
+        roi = manifest_roi(Path(data_card["manifest"]))
+        roi = None if roi == "unknown" else roi
+        cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"roi": roi})})
     card = {"config": resolved_dict(cfg), "data_source": data_card, "line": cfg.line.name}
     res = train_model(
         cfg.model,

@@ -13,11 +13,12 @@ class ResidualConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     block: int = Field(
-        8, ge=1, le=128, description="region size in model pixels (heatmap and calibration cells)"
+        2, ge=1, le=128, description="region size in model pixels (heatmap and calibration cells)"
     )
-    pixel_metric: Literal["nll", "mse"] = Field(
-        "nll",
-        description="nll: squared error over the model's own predicted variance; mse: plain",
+    pixel_metric: Literal["hp", "nll", "mse"] = Field(
+        "hp",
+        description="hp: high-passed log-brightness error, blind to shadows and dimming; "
+        "nll: squared error over the model's own predicted variance; mse: plain",
     )
     components: tuple[Literal["pixel", "latent", "sensor"], ...] = Field(
         ("pixel", "latent", "sensor"), min_length=1, description="residuals that form the score"
@@ -30,6 +31,13 @@ class ResidualConfig(BaseModel):
     )
     trend_hours: float = Field(
         1.0, gt=0, le=24 * 30, description="time constant of the long residual trend (drift)"
+    )
+    occlusion_fraction: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="share of regions diverging at once beyond which something passes between "
+        "camera and line (a hand, a shadow): no alarm until it has gone",
     )
     global_fraction: float = Field(
         0.5,

@@ -4,7 +4,8 @@ At model step ``t`` the forecast made at ``t - k_i`` for horizon ``i`` (``k_i`` 
 due. For each due horizon the features are:
 
 - ``pixel`` (B, nH, R): log of the mean, over each ``block`` x ``block`` region, of the squared
-  error divided by the model's own predicted variance (``nll``) or not (``mse``);
+  error divided by the model's own predicted variance (``nll``), or not (``mse``), or of the
+  squared high-passed log-brightness ratio (``hp``, the default: blind to shadows and dimming);
 - ``latent`` (B, nH): log of the mean squared distance of the posterior latent mean from the
   predicted prior, in units of the predicted prior spread;
 - ``sensor`` (B, nH, S): log of the squared error of each normalised sensor over its predicted
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 EPS = 1e-6
+HP_FLOOR = 0.03  #: brightness floor of the ``hp`` log ratio (dark pixels are noisy)
 
 
 class Features(NamedTuple):
@@ -40,9 +42,31 @@ def block_mean(x: jax.Array, block: int) -> jax.Array:
     return x.reshape(*lead, -1)
 
 
+def box_blur(x: jax.Array, k: int) -> jax.Array:
+    """Mean over a ``k`` x ``k`` neighbourhood of (..., H, W), edges averaging what is inside."""
+    lead = x.ndim - 2
+    dims, strides = (1,) * lead + (k, k), (1,) * x.ndim
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, "SAME")
+    count = jax.lax.reduce_window(jnp.ones(x.shape[-2:]), 0.0, jax.lax.add, (k, k), (1, 1), "SAME")
+    return total / count
+
+
+def highpass_kernel(size: int) -> int:
+    """Odd blur width of the ``hp`` metric: about 1/7 of the frame (9 px at 64 px)."""
+    return 2 * max(1, round(size / 14)) + 1
+
+
 def pixel_features(obs, mean, logvar, block: int, metric: str) -> jax.Array:
-    """obs (B, H, W, 3), due means (B, nH, H, W, 3), logvars (B, nH, H, W, 1) to (B, nH, R)."""
+    """obs (B, H, W, 3), due means (B, nH, H, W, 3), logvars (B, nH, H, W, 1) to (B, nH, R).
+
+    ``hp`` compares log brightness after removing its local mean: a shadow or a light that
+    dims a whole area (a smooth multiplicative change) cancels, an edge that moved does not.
+    """
     assert obs.ndim == 4 and mean.ndim == 5, (obs.shape, mean.shape)
+    if metric == "hp":
+        ratio = jnp.log(obs.mean(-1)[:, None] + HP_FLOOR) - jnp.log(mean.mean(-1) + HP_FLOOR)
+        hp = ratio - box_blur(ratio, highpass_kernel(obs.shape[1]))
+        return jnp.log(block_mean(hp**2, block) + EPS)
     err = ((obs[:, None] - mean) ** 2).mean(-1)
     if metric == "nll":
         err = err / jnp.exp(logvar[..., 0])
