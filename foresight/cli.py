@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     from foresight.realdata.commands import register_all
 
     register_all(bsub)
+    from foresight.dashboard.cli import register as register_dashboard
+
+    register_dashboard(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from foresight.alarms.config import AlarmConfig
+from foresight.dashboard.config import DashboardConfig
 from foresight.errors import ConfigError
 from foresight.ingest.config import DataConfig, IngestConfig
 from foresight.model.config import ModelConfig, TrainConfig
@@ -59,6 +60,7 @@ class Config(BaseModel):
     influx: InfluxConfig = InfluxConfig()
     store: StoreConfig = StoreConfig()
     monitor: MonitorConfig = MonitorConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     @model_validator(mode="after")
     def _window_fits(self) -> Config:
