@@ -393,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     from foresight.realdata.commands import register_all
 
     register_all(bsub)
+    from foresight.retrain.cli import register as register_retrain
+    from foresight.retrain.cli import register_bench as register_bench_drift
+
+    register_bench_drift(bsub)
+    register_retrain(sub)
     from foresight.dashboard.cli import register as register_dashboard
 
     register_dashboard(sub)

@@ -22,12 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from foresight.alarms.config import AlarmConfig
 from foresight.dashboard.config import DashboardConfig
+from foresight.drift.config import DriftConfig
 from foresight.errors import ConfigError
 from foresight.ingest.config import DataConfig, IngestConfig
 from foresight.model.config import ModelConfig, TrainConfig
 from foresight.monitor.config import MonitorConfig
 from foresight.plc.config import PlcConfig
 from foresight.residuals.config import ResidualConfig
+from foresight.retrain.config import RetrainConfig
 from foresight.sim.config import SimConfig
 from foresight.store.config import InfluxConfig, StoreConfig
 
@@ -61,6 +63,8 @@ class Config(BaseModel):
     store: StoreConfig = StoreConfig()
     monitor: MonitorConfig = MonitorConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    drift: DriftConfig = DriftConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     @model_validator(mode="after")
     def _window_fits(self) -> Config:

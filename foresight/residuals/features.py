@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 EPS = 1e-6
 HP_FLOOR = 0.03  #: brightness floor of the ``hp`` log ratio (dark pixels are noisy)
@@ -47,8 +48,17 @@ def box_blur(x: jax.Array, k: int) -> jax.Array:
     lead = x.ndim - 2
     dims, strides = (1,) * lead + (k, k), (1,) * x.ndim
     total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, "SAME")
-    count = jax.lax.reduce_window(jnp.ones(x.shape[-2:]), 0.0, jax.lax.add, (k, k), (1, 1), "SAME")
-    return total / count
+    return total / _window_counts(x.shape[-2], x.shape[-1], k)
+
+
+def _window_counts(h: int, w: int, k: int) -> np.ndarray:
+    """Pixels of the frame inside each ``k`` x ``k`` SAME window (a trace-time constant)."""
+
+    def one(n: int) -> np.ndarray:
+        i = np.arange(n)
+        return np.minimum(i + k // 2, n - 1) - np.maximum(i - k // 2, 0) + 1
+
+    return np.outer(one(h), one(w)).astype(np.float32)
 
 
 def highpass_kernel(size: int) -> int:
