@@ -40,6 +40,7 @@ FROZEN_DIFF = 0.05  # mean absolute grey-level change below which two frames cou
 
 
 OCCLUSION_HOLD_S = 0.5  #: the score stays withheld this long after an occlusion has gone
+OCCLUSION_HEALTH_S = 10.0  #: occluded this long without a break: health fault "obstructed"
 
 
 class FeatureStream:
@@ -160,12 +161,20 @@ class OcclusionGate:
         self.fraction = cfg.occlusion_fraction
         self.hold_s = max(OCCLUSION_HOLD_S, 3.0 * cfg.smooth_seconds)
         self.until = -math.inf
+        self.since: float | None = None  # start of the current occlusion
 
     def update(self, now: float, fraction: float) -> bool:
         """True while the picture counts as occluded at ``now``."""
         if fraction > self.fraction:
             self.until = now + self.hold_s
-        return now < self.until
+        occluded = now < self.until
+        self.since = (self.since if self.since is not None else now) if occluded else None
+        return occluded
+
+    def stuck(self, now: float) -> bool:
+        """Occluded for longer than a hand or a shadow takes: the view is blocked, or the model
+        no longer matches the picture. Either way the monitor is blind: a health matter."""
+        return self.since is not None and now - self.since > OCCLUSION_HEALTH_S
 
 
 @dataclass(frozen=True)
@@ -309,6 +318,8 @@ class Pipeline:
         )
         if reason is None and scorable and not math.isfinite(res.instant if res else math.nan):
             reason = "no_score"
+        if reason is None and self.occlusion.stuck(now):
+            reason = "obstructed"
         tick = alarms.Tick(
             now=now, score=math.nan if occluded else score, healthy=reason is None, running=running
         )

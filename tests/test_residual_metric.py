@@ -52,3 +52,7 @@ def test_occlusion_withholds_the_score_while_many_regions_diverge_and_briefly_af
     assert gate.update(0.1, 0.2)  # a hand covers a fifth of the picture
     assert gate.update(0.5, 0.0)  # gone, but held for 0.5 s
     assert not gate.update(0.61, 0.0)
+    # a view that stays blocked (or a model that no longer fits the picture) is a health fault
+    assert not any(gate.stuck(t / 10) for t in range(20, 120) if gate.update(t / 10, 0.5))
+    assert gate.update(12.1, 0.5) and gate.stuck(12.1)
+    assert not gate.update(13.0, 0.0) and not gate.stuck(13.0)

@@ -6,16 +6,17 @@ shift), so the alarm level is extrapolated from the upper tail (peaks over thres
 1. *alarmable* series: the running minimum of the score over the on-delay window, i.e. the level
    the score stayed at/above for ``on_delay_s`` (causal, per series). Steps while the line is
    not running and for ``settle_s`` after it resumes are excluded, as the engine ignores them;
-   a NaN score repeats the previous one (the engine bridges NaN steps).
+   a NaN score (occluded, not scored) is not alarmable, and the on-delay restarts after it.
 2. for levels ``u`` on a fine grid over the tail, exceedances of ``u`` closer than the engine's
    dead time (``off_delay_s + recover_ramp_s + realarm_s``) merge into one episode; ``N(u)``
    episodes in ``hours`` of footage give the rate ``r(u) = N(u) / hours``.
-3. ``log r(u) = a - u / sigma`` (exponential tail, GPD shape 0) is fitted by weighted least
-   squares (weights ``N``, the Poisson precision of ``log N``) where ``N`` lies between
-   ``MIN_EPISODES`` and a ceiling that keeps episodes sparse, and solved for the target rate.
-   When the footage holds at least ``MIN_EPISODES`` expected episodes at the target, the
-   empirical level is also taken and the higher of the two wins. ``margin`` then scales the
-   distance above the baseline (the median score).
+3. above a threshold ``u0`` (the lowest level where episodes are sparse: at most a ceiling, at
+   least ``MIN_EPISODES``), episode peaks are taken as exponential (GPD shape 0): the rate is
+   ``r(u) = N(u0) / hours * exp(-(u - u0) / sigma)`` with ``sigma`` the mean excess of the peaks
+   (maximum likelihood) raised to its ``SCALE_CONFIDENCE`` upper bound, and solved for the
+   target rate. When the footage holds at least ``MIN_EPISODES`` expected episodes at the
+   target, the empirical level is also taken and the higher of the two wins. ``margin`` then
+   scales the distance above the baseline (the median score).
 4. ``watch`` is the fitted level for ``watch_factor`` times the target rate (at most ``alarm``);
    ``clear = alarm - deadband * (alarm - baseline)``.
 """
@@ -42,6 +43,8 @@ MIN_SHORT_FOOTAGE_S = 10.0
 MIN_EPISODES = 5
 #: fit only levels whose mean spacing of episodes is at least this many dead times
 SPARSE_FACTOR = 10.0
+#: one-sided confidence of the upper bound taken for the tail scale
+SCALE_CONFIDENCE = 0.75
 #: tail-fit levels, log-spaced in exceedance probability from 1/2 down to 1/n
 GRID_POINTS = 600
 
@@ -118,7 +121,7 @@ def calibrate_thresholds(
     try:
         if seconds < min_footage_s(cfg):
             raise InputError("short footage")
-        tail = _fit(grid, counts, hours, ceiling)
+        tail = _fit(prepared, grid, counts, hours, ceiling, gap)
         level, method = _level(tail, grid, counts, hours, target)
     except InputError:
         tail = _step_tail(prepared, hours)
@@ -181,23 +184,14 @@ def _prepare(cfg: AlarmConfig, times: Any, scores: Any, running: Any = None) -> 
     dt = float(np.median(np.diff(t)))
     stopped_at = np.maximum.accumulate(np.where(r, -np.inf, t))
     usable = r & (t >= stopped_at + cfg.settle_s)
-    filled = _ffill(np.where(usable, s, np.nan), usable)
-    usable &= np.isfinite(filled)
+    usable &= np.isfinite(s)  # no score (occluded, warming up): no alarm; the engine's on-delay
+    filled = np.where(usable, s, np.nan)  # restarts after such a gap, so it is not bridged
     level = np.where(usable, filled, -np.inf)
     k = int(math.floor(cfg.on_delay_s / dt + 1e-6)) + 1
     alarmable = np.full(t.shape, -np.inf)
     if t.size >= k:
         alarmable[k - 1 :] = sliding_window_view(level, k).min(axis=1)
     return _Prepared(t, alarmable, filled[usable], float(np.count_nonzero(usable)) * dt)
-
-
-def _ffill(x: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Carry the last finite value forward over NaN, within usable stretches only."""
-    keep = np.isfinite(x) | ~usable
-    idx = np.maximum.accumulate(np.where(keep, np.arange(x.size), 0))
-    out = x[idx]
-    out[~usable] = np.nan
-    return out
 
 
 def _grid(alarmable: np.ndarray) -> np.ndarray:
@@ -217,20 +211,48 @@ def _episodes(p: _Prepared, u: float, gap: float) -> int:
     return 1 + int(np.count_nonzero(np.diff(at) > gap))
 
 
-def _fit(grid: np.ndarray, counts: np.ndarray, hours: float, ceiling: float) -> _Tail:
-    """Weighted least squares of the log rate on the level, over the sparse upper tail."""
+def _peaks(p: _Prepared, u: float, gap: float) -> np.ndarray:
+    """Peak alarmable level of each episode at/above ``u`` (episodes as in ``_episodes``)."""
+    idx = np.flatnonzero(p.alarmable >= u)
+    if idx.size == 0:
+        return np.zeros(0)
+    breaks = np.flatnonzero(np.diff(p.times[idx]) > gap) + 1
+    return np.array([p.alarmable[g].max() for g in np.split(idx, breaks)])
+
+
+def _fit(
+    prepared: list[_Prepared],
+    grid: np.ndarray,
+    counts: np.ndarray,
+    hours: float,
+    ceiling: float,
+    gap: float,
+) -> _Tail:
+    """Exponential tail of episode peaks over a threshold (peaks over threshold, GPD shape 0).
+
+    The threshold ``u0`` is the lowest grid level above the merging region whose episodes stay
+    sparse (at most ``ceiling``); the scale is the maximum-likelihood mean excess of the peaks
+    over ``u0``, raised to its one-sided ``SCALE_CONFIDENCE`` upper bound (chi-squared with 2N
+    degrees of freedom), because a few episodes give a noisy scale and too low a level is the
+    costly error.
+    """
+    from scipy.stats import chi2
+
     above_peak = np.arange(counts.size) > np.argmax(counts)  # below it, episodes merge
-    sel = above_peak & (counts >= MIN_EPISODES) & (counts <= ceiling)
-    if np.count_nonzero(sel) < 3 or np.unique(counts[sel]).size < 2:
+    sel = np.flatnonzero(above_peak & (counts >= MIN_EPISODES) & (counts <= ceiling))
+    if sel.size == 0:
         raise InputError(
-            f"calibration tail too thin: {np.count_nonzero(sel)} levels with "
-            f"{MIN_EPISODES}..{ceiling:.0f} alarm episodes; need longer normal footage"
+            f"calibration tail too thin: no level with {MIN_EPISODES}..{ceiling:.0f} alarm "
+            "episodes; need longer normal footage"
         )
-    u, n = grid[sel], counts[sel].astype(np.float64)
-    slope, intercept = np.polyfit(u, np.log(n / hours), 1, w=np.sqrt(n))
-    if not slope < 0:
+    u0 = float(grid[sel[0]])
+    peaks = np.concatenate([_peaks(p, u0, gap) for p in prepared])
+    n = peaks.size
+    mean_excess = float(np.mean(peaks - u0))
+    if not mean_excess > 0:
         raise InputError("calibration tail does not decay; scores look non-stationary")
-    return _Tail(a=float(intercept), sigma=float(-1.0 / slope), points=int(u.size))
+    sigma = mean_excess * 2 * n / float(chi2.ppf(1.0 - SCALE_CONFIDENCE, 2 * n))
+    return _Tail(a=u0 / sigma + math.log(n / hours), sigma=sigma, points=int(n))
 
 
 def _step_tail(prepared: list[_Prepared], hours: float) -> _Tail:
