@@ -71,6 +71,55 @@ def test_tracker_and_engine_flag_an_injected_shift():
     assert faulty[700] > np.nanmax(normal[500:700])
 
 
+def _correlated(n: int, seed: int) -> np.ndarray:
+    """Two channels bound by one relation (x1 = 0.8 x0 + noise), plus an independent third."""
+    rng = np.random.default_rng(seed)
+    x0 = _ar_series(n, 1, seed)[:, 0]
+    x1 = 0.8 * x0 + 0.1 * rng.standard_normal(n)
+    return np.stack([x0, x1, rng.standard_normal(n)], 1).astype(np.float32)
+
+
+def test_level_head_learns_the_relation_and_one_channel_means_the_normal_mean():
+    x = _correlated(600, 2)
+    head = mon.LevelHead.fit(x[:400], mon.LevelConfig(span=1.0, ridge=0.1, shrink=0.0))
+    assert head.weights[1, 0] == pytest.approx(0.8, abs=0.05)  # x1 <- x0
+    assert np.all(np.diag(head.weights) == 0) and abs(head.weights[:2, 2]).max() < 0.05
+    e = head.residuals(x[400:])  # unseen normal rows stay near unit scale
+    assert 0.7 < e.std() < 1.4
+    one = mon.LevelHead.fit(x[:400, :1], mon.LevelConfig(span=1.0))
+    z = (x[400:, :1] - x[:400, :1].mean()) / x[:400, :1].std()
+    np.testing.assert_allclose(one.residuals(x[400:, :1]), z, atol=1e-4)
+    with pytest.raises(InputError, match="level head"):
+        mon.LevelConfig(span=0.5)
+
+
+def test_level_row_keeps_a_sustained_shift_alarmed_where_a_forecaster_adapts():
+    # A persistence forecaster (mean = last sample) adapts to a step within one sample; the level
+    # head's row keeps the broken relation in alarm for as long as it lasts.
+    x = _correlated(1200, 3)
+    test = x.copy()
+    test[900:, 1] += 1.5  # x1 leaves its relation to x0 for good (about 5 sigma of the noise)
+    cfg = mon.LevelConfig(span=5.0, ridge=0.1, shrink=0.1)
+    head = mon.LevelHead.fit(x[:500], cfg)
+
+    def feats(series: np.ndarray) -> dict[str, np.ndarray]:
+        mean = np.concatenate([series[:1], series[:-1]])[:, None]  # forecast made one step ago
+        f = mon.due_features(series, mean, np.zeros_like(mean), (1,))
+        return mon.with_level(f, head, series)
+
+    normal, faulty = feats(x), feats(test)
+    assert faulty["sensor"].shape == (1200, 2, 3) and faulty["latent"].shape == (1200, 2)
+    cal = mon.calibrate([{k: v[500:900] for k, v in normal.items()}])
+    res = ResidualConfig(components=("latent", "sensor"), smooth_seconds=2.0, warmup_seconds=0)
+    alarm_cfg = mon.alarm_config(1.0, off_delay_s=5.0)
+    thr, _ = mon.thresholds(alarm_cfg, [mon.track(normal, cal, res)[0][500:900]])
+    alarm, _ = mon.alarms(alarm_cfg, thr, mon.track(faulty, cal, res)[0])
+    assert alarm[920:].mean() > 0.95  # the whole shift, not only its onset
+    assert alarm[500:900].mean() < 0.05
+    due = faulty["sensor"][:, 0, 1]  # the forecaster's own residual on x1: only the step itself
+    assert np.nanmax(due[905:]) < due[900]
+
+
 def test_bad_config_and_bad_input_are_one_line_errors():
     with pytest.raises(InputError, match="horizons"):
         SensorModelConfig(horizons=(0,))

@@ -10,6 +10,14 @@ Residual features follow ``foresight.residuals.features``: ``sensor`` (nH, S) is
 no latent state worth comparing, so the ``latent`` slot (nH,) carries the joint residual
 ``log(mean over channels of (x - mu)^2 / var + eps)``, which catches a small change spread over
 many channels that no single channel shows; ``pixel`` is empty (nH, 0).
+
+A forecaster catches the onset of a change and then adapts to the new level, so a sustained shift
+fades from its residuals. The optional level head (``LevelHead``) is the world model's now-cast of
+the normal-operation state: each channel predicted from the others at the same instant (ridge
+regression fitted on normal rows, on a causal EWMA of the channels), so its residual stays up for
+as long as the plant sits off its normal relations. ``with_level`` appends it as one more
+"horizon" row: per channel in ``sensor``, their Mahalanobis combination (covariance of the normal
+residuals) in ``latent``. With one channel the head predicts the normal mean.
 """
 
 from __future__ import annotations
@@ -76,6 +84,95 @@ def due_features(
         d = ((xs[:, None] - due_mu) / std) ** 2
         joint = np.log(d.mean(-1) + EPS).astype(np.float32)
     return {"pixel": np.zeros((t, nh, 0), np.float32), "latent": joint, "sensor": sensor}
+
+
+@dataclass(frozen=True)
+class LevelConfig:
+    """The level head: EWMA span (samples), ridge penalty, shrinkage of the residual correlation."""
+
+    span: float = 10.0
+    ridge: float = 0.1
+    shrink: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.span < 1 or self.ridge < 0 or not 0 <= self.shrink <= 1:
+            raise InputError(f"level head: span >= 1, ridge >= 0, 0 <= shrink <= 1, got {self}")
+
+
+def ewma(xs: np.ndarray, span: float) -> np.ndarray:
+    """Causal EWMA of (T, S) rows with time constant ``span`` samples (1: none), from the first row.
+
+    >>> ewma(np.array([[0.0], [1.0], [1.0]]), 2.0).round(3).ravel().tolist()
+    [0.0, 0.393, 0.632]
+    """
+    xs = np.asarray(xs, np.float64)
+    if span <= 1.0:
+        return xs.copy()
+    a = 1.0 - math.exp(-1.0 / span)
+    out = np.empty_like(xs)
+    acc = xs[0].copy()
+    for i, row in enumerate(xs):
+        acc += a * (row - acc)
+        out[i] = acc
+    return out
+
+
+@dataclass(frozen=True)
+class LevelHead:
+    """Each channel's value now from the other channels now, learnt on normal rows."""
+
+    cfg: LevelConfig
+    weights: np.ndarray  # (S, S), zero diagonal: channel j <- the others
+    bias: np.ndarray  # (S,)
+    scale: np.ndarray  # (S,) std of the normal residuals
+    precision: np.ndarray  # (S, S) inverse of their shrunk correlation
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, cfg: LevelConfig) -> LevelHead:
+        """Ridge regressions on the EWMA of normal (T, S) rows."""
+        y = ewma(rows, cfg.span)
+        t, s = y.shape
+        if t < 2:
+            raise InputError("level head needs at least 2 normal rows")
+        mu = y.mean(0)
+        yc = y - mu
+        w = np.zeros((s, s))
+        for j in range(s):
+            o = np.arange(s) != j
+            a = yc[:, o]
+            w[j, o] = np.linalg.solve(a.T @ a + cfg.ridge * np.eye(s - 1), a.T @ yc[:, j])
+        bias = mu - w @ mu
+        r = y - y @ w.T - bias
+        scale = np.maximum(r.std(0), MIN_STD)
+        corr = np.atleast_2d(np.corrcoef(r / scale, rowvar=False)) if s > 1 else np.ones((1, 1))
+        corr = (1 - cfg.shrink) * np.nan_to_num(corr) + cfg.shrink * np.eye(s)
+        return cls(cfg, w, bias, scale, np.linalg.inv(corr))
+
+    def residuals(self, xs: np.ndarray) -> np.ndarray:
+        """Standardised level residuals (T, S) of a series."""
+        y = ewma(xs, self.cfg.span)
+        return (y - y @ self.weights.T - self.bias) / self.scale
+
+    def features(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(per-channel log squared residual (T, S), log Mahalanobis per channel (T,))."""
+        e = self.residuals(xs)
+        d2 = np.einsum("ti,ij,tj->t", e, self.precision, e) / e.shape[1]
+        return np.log(e**2 + EPS).astype(np.float32), np.log(np.maximum(d2, 0) + EPS).astype(
+            np.float32
+        )
+
+
+def with_level(
+    features: dict[str, np.ndarray], head: LevelHead, xs: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Features (nH rows) plus the level head's row (nH + 1)."""
+    sensor, joint = head.features(xs)
+    lat = np.concatenate([features["latent"], joint[:, None]], 1)
+    return {
+        "pixel": np.zeros((len(lat), lat.shape[1], 0), np.float32),
+        "latent": lat,
+        "sensor": np.concatenate([features["sensor"], sensor[:, None]], 1),
+    }
 
 
 def calibrate(features: Sequence[dict[str, np.ndarray]]) -> Calibration:

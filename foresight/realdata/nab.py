@@ -50,6 +50,7 @@ class NabSettings:
     residuals: ResidualConfig = ResidualConfig(
         components=("latent", "sensor"), smooth_seconds=1.0, warmup_seconds=0.0
     )
+    level: mon.LevelConfig | None = None  # off: chosen before any NAB run with it (see BENCHMARKS)
     per_hour: float = 1 / 168  # one false alarm per week
     off_delay_s: float = 2 * DT  # the engine allows at most 600 s
     realarm_s: float = 12 * DT  # the engine allows at most 3600 s
@@ -135,6 +136,8 @@ def score_file(f: NabFile, s: NabSettings) -> dict[str, np.ndarray]:
     fit = fit_model([xn[:fit_rows]], s.model)
     mean, logvar = forecast_series(fit.graphdef, fit.params, xn)
     feats = mon.due_features(xn, mean, logvar, s.model.horizons)
+    if s.level is not None:
+        feats = mon.with_level(feats, mon.LevelHead.fit(xn[:fit_rows], s.level), xn)
     cal = mon.calibrate([{k: v[fit_rows:p] for k, v in feats.items()}])
     score = mon.track(feats, cal, s.residuals)[0]
     cfg = mon.alarm_config(s.per_hour, off_delay_s=s.off_delay_s, realarm_s=s.realarm_s)

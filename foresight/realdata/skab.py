@@ -4,7 +4,9 @@ Protocol (SKAB leaderboard): per file the first 400 rows are for fitting, the re
 Here the GRU is pretrained once on the first part of ``anomaly-free.csv`` (cut into file-sized
 pieces, each normalised by its own first 400 rows, as the fault files are). Per fault file the
 first 400 rows then fit the normalisation, optionally fine-tune the model, and calibrate the
-residual tracker; the alarm thresholds come from the rest of ``anomaly-free.csv`` run through the
+residual tracker; beside the GRU's forecasts the level head (``monitor.LevelHead``, fitted on the
+same 400 rows) adds a residual that does not adapt away a sustained valve-state shift. The alarm
+thresholds come from the rest of ``anomaly-free.csv`` run through the
 very same per-file procedure, so no setting looks at a scored row. The prediction is the alarm
 engine's slow-down state per row (1 s sampling: its durations are seconds).
 """
@@ -66,6 +68,7 @@ class SkabSettings:
     delays: dict[str, float] = field(
         default_factory=lambda: {"on_delay_s": 2.0, "off_delay_s": 20.0, "min_slowdown_s": 30.0}
     )
+    level: mon.LevelConfig | None = mon.LevelConfig(span=10.0, ridge=0.1, shrink=0.1)
     finetune_steps: int = 150
     pretrain_fraction: float = 0.6
     piece_rows: int = 1150  # anomaly-free is cut into pieces as long as a fault file
@@ -143,6 +146,8 @@ def file_scores(fit: FitResult, x: np.ndarray, s: SkabSettings) -> np.ndarray:
         fit = fit_model([xn[:TRAIN_ROWS]], s.model, init=fit, steps=s.finetune_steps)
     mean, logvar = forecast_series(fit.graphdef, fit.params, xn)
     feats = mon.due_features(xn, mean, logvar, s.model.horizons)
+    if s.level is not None:
+        feats = mon.with_level(feats, mon.LevelHead.fit(xn[:TRAIN_ROWS], s.level), xn)
     cal = mon.calibrate([{k: v[:TRAIN_ROWS] for k, v in feats.items()}])
     return mon.track(feats, cal, s.residuals)[0]
 

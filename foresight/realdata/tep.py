@@ -9,7 +9,9 @@ T-squared and Q (9 components, 99 % limits, fitted on ``d00.dat``) are measured 
 The residual tracker and alarm thresholds are calibrated on residuals of ``d00.dat`` that the
 model did not train on: two models each fit one half and score the other (cross-fitting); the
 first of them scores the test runs (a model refit on all of ``d00.dat`` has smaller residuals than
-the calibration saw, and then alarms too little). The tracker counts samples; the
+the calibration saw, and then alarms too little). Each fold also fits the level head
+(``monitor.LevelHead``: every channel from the others at the same instant) on its half, whose
+residual stays up through a sustained shift the GRU adapts to. The tracker counts samples; the
 alarm engine runs in real time (180 s per sample).
 """
 
@@ -29,7 +31,12 @@ from foresight.errors import InputError
 from foresight.evaluate.baselines import q_limit, t2_limit
 from foresight.realdata import monitor as mon
 from foresight.realdata.common import data_dir, default_data, table, write_json
-from foresight.realdata.sensormodel import SensorModelConfig, fit_model, forecast_series
+from foresight.realdata.sensormodel import (
+    FitResult,
+    SensorModelConfig,
+    fit_model,
+    forecast_series,
+)
 from foresight.residuals.config import ResidualConfig
 
 log = logging.getLogger(__name__)
@@ -62,7 +69,8 @@ class TepSettings:
     residuals: ResidualConfig = ResidualConfig(
         components=("latent", "sensor"), smooth_seconds=3.0, warmup_seconds=0.0
     )
-    per_hour: float = 0.5  # target false alarms per hour of normal operation
+    level: mon.LevelConfig | None = mon.LevelConfig(span=3.0, ridge=1.0, shrink=0.2)
+    per_hour: float = 0.05  # target false alarms per hour of normal operation
     delays: dict[str, float] = field(default_factory=lambda: {"off_delay_s": 2 * DT})
     components: int = 9
     conf: float = 0.99
@@ -151,19 +159,17 @@ def run_tep(root: Path, s: TepSettings | None = None) -> dict[str, Any]:
         (slice(half, None), slice(0, half)),
     ):
         fold = fit_model([xn[fit_part]], s.model)
-        folds.append(fold)
-        mean, logvar = forecast_series(fold.graphdef, fold.params, xn)
-        feats = mon.due_features(xn, mean, logvar, s.model.horizons)
+        head = None if s.level is None else mon.LevelHead.fit(xn[fit_part], s.level)
+        folds.append((fold, head))
+        feats = _features(fold, head, xn, s)
         cal_feats.append({k: v[held] for k, v in feats.items()})
     cal = mon.calibrate(cal_feats)
     cal_scores = [mon.track(f, cal, s.residuals)[0] for f in cal_feats]
     thr, report = mon.thresholds(s.alarm_config(), cal_scores, DT)
-    fit = folds[0]  # a model trained on half the run, so calibration matches what it sees
+    fit, head = folds[0]  # trained on half the run, so calibration matches what it sees
 
     def score_of(x: np.ndarray) -> np.ndarray:
-        z = norm(x)
-        mean, logvar = forecast_series(fit.graphdef, fit.params, z)
-        return mon.track(mon.due_features(z, mean, logvar, s.model.horizons), cal, s.residuals)[0]
+        return mon.track(_features(fit, head, norm(x), s), cal, s.residuals)[0]
 
     pca = Pca(train, s.components, s.conf)
     normal_score = score_of(normal)
@@ -171,6 +177,8 @@ def run_tep(root: Path, s: TepSettings | None = None) -> dict[str, Any]:
     level = float(np.nanquantile(normal_score, 1.0 - EQUAL_FAR))
     t2n, qn = pca.alarms(normal)
     out: dict[str, Any] = {"faults": {}, "calibration": report, "equal_far_level": level}
+    if s.level is not None:
+        out["level"] = f"EWMA span {s.level.span:g} samples, ridge {s.level.ridge:g}"
     out["normal"] = {
         "far": float(mon.alarms(s.alarm_config(), thr, normal_score, DT)[0].mean()),
         "far_equal": float(np.mean(normal_score > level)),
@@ -188,6 +196,15 @@ def run_tep(root: Path, s: TepSettings | None = None) -> dict[str, Any]:
         }
     out["targets"] = _targets(out)
     return out
+
+
+def _features(
+    fit: FitResult, head: mon.LevelHead | None, z: np.ndarray, s: TepSettings
+) -> dict[str, np.ndarray]:
+    """Residual features of a normalised run: GRU forecasts, plus the level head's row."""
+    mean, logvar = forecast_series(fit.graphdef, fit.params, z)
+    feats = mon.due_features(z, mean, logvar, s.model.horizons)
+    return feats if head is None else mon.with_level(feats, head, z)
 
 
 def _targets(res: dict[str, Any]) -> dict[str, Any]:
@@ -232,8 +249,11 @@ def markdown(res: dict[str, Any], root: Path) -> str:
         "delay 5 % / T2 / Q (samples)",
     )
     n = res["normal"]
+    level = res.get("level") or ""
+    level = f" plus the level head (each channel from the others now, {level})" if level else ""
     return (
         f"Tennessee Eastman (Braatz set) under `{root}`: trained on d00.dat only; 3-min samples. "
+        f"Residuals: GRU forecasts{level}. "
         f"False-alarm rate on d00_te.dat: Foresight label-free {100 * n['far']:.1f} % "
         f"(thresholds from cross-fitted d00.dat residuals, {res['calibration']['method']}), "
         f"Foresight at the equal-FAR level {100 * n['far_equal']:.1f} %, PCA T2 "
