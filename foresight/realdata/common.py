@@ -58,3 +58,19 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def add_bench_parser(bsub: Any, name: str, help_text: str, data_help: str, run: Any) -> Any:
+    """Add ``foresight bench <name>`` with the options every real-data bench shares; ``run(args)``
+    returns the markdown it wrote, which is printed. Returns the parser for extra options."""
+
+    def cmd(args: Any) -> int:
+        print(run(args))
+        return 0
+
+    p = bsub.add_parser(name, help=help_text)
+    p.add_argument("--data", default=default_data(name), help=data_help)
+    p.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
+    p.add_argument("--json", help="also write the figures here")
+    p.set_defaults(func=cmd)
+    return p

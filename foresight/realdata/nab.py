@@ -17,7 +17,6 @@ Two figures, as the issue asks:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -31,7 +30,7 @@ import numpy as np
 from foresight.errors import InputError
 from foresight.realdata import monitor as mon
 from foresight.realdata import nab_scoring as ns
-from foresight.realdata.common import data_dir, default_data, table, write_json
+from foresight.realdata.common import add_bench_parser, data_dir, table, write_json
 from foresight.realdata.sensormodel import SensorModelConfig, fit_model, forecast_series
 from foresight.residuals.config import ResidualConfig
 
@@ -306,16 +305,12 @@ def bench_nab(
     return md
 
 
-def cmd(args: argparse.Namespace) -> int:
-    """``foresight bench nab``."""
-    print(bench_nab(args.data, args.benchmarks, args.json))
-    return 0
-
-
 def register(bsub: Any) -> None:
     """Add ``nab`` to the ``bench`` sub-parsers."""
-    p = bsub.add_parser("nab", help="sensor world model on NAB real streams, NAB scoring")
-    p.add_argument("--data", default=default_data("nab"), help="NAB folder (data/, labels/)")
-    p.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
-    p.add_argument("--json", help="also write the figures here")
-    p.set_defaults(func=cmd)
+    add_bench_parser(
+        bsub,
+        "nab",
+        "sensor world model on NAB real streams, NAB scoring",
+        "NAB folder (data/, labels/)",
+        lambda a: bench_nab(a.data, a.benchmarks, a.json),
+    )

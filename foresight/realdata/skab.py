@@ -13,7 +13,6 @@ engine's slow-down state per row (1 s sampling: its durations are seconds).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ import numpy as np
 from foresight.alarms import AlarmConfig, Thresholds
 from foresight.errors import InputError
 from foresight.realdata import monitor as mon
-from foresight.realdata.common import data_dir, default_data, table, write_json
+from foresight.realdata.common import add_bench_parser, data_dir, table, write_json
 from foresight.realdata.sensormodel import FitResult, SensorModelConfig, fit_model, forecast_series
 from foresight.realdata.skab_scoring import ScoredFile, changepoint_scores, outlier_scores
 from foresight.residuals.config import ResidualConfig
@@ -237,20 +236,16 @@ def bench_skab(
     return md
 
 
-def cmd(args: argparse.Namespace) -> int:
-    """``foresight bench skab``."""
+def _run(args: Any) -> str:
     s = SkabSettings()
     if args.finetune_steps is not None:
         s = replace(s, finetune_steps=args.finetune_steps)
-    print(bench_skab(args.data, args.benchmarks, args.json, s))
-    return 0
+    return bench_skab(args.data, args.benchmarks, args.json, s)
 
 
 def register(bsub: Any) -> None:
     """Add ``skab`` to the ``bench`` sub-parsers."""
-    p = bsub.add_parser("skab", help="sensor world model on SKAB (real pump testbed)")
-    p.add_argument("--data", default=default_data("skab"), help="SKAB folder")
-    p.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
-    p.add_argument("--json", help="also write the figures here")
+    p = add_bench_parser(
+        bsub, "skab", "sensor world model on SKAB (real pump testbed)", "SKAB folder", _run
+    )
     p.add_argument("--finetune-steps", type=int, help="fine-tune on each file's 400 rows")
-    p.set_defaults(func=cmd)

@@ -17,7 +17,6 @@ alarm engine runs in real time (180 s per sample).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from foresight.alarms import AlarmConfig
 from foresight.errors import InputError
 from foresight.evaluate.baselines import q_limit, t2_limit
 from foresight.realdata import monitor as mon
-from foresight.realdata.common import data_dir, default_data, table, write_json
+from foresight.realdata.common import add_bench_parser, data_dir, table, write_json
 from foresight.realdata.sensormodel import (
     FitResult,
     SensorModelConfig,
@@ -300,16 +299,12 @@ def bench_tep(
     return md
 
 
-def cmd(args: argparse.Namespace) -> int:
-    """``foresight bench tep``."""
-    print(bench_tep(args.data, args.benchmarks, args.json))
-    return 0
-
-
 def register(bsub: Any) -> None:
     """Add ``tep`` to the ``bench`` sub-parsers."""
-    p = bsub.add_parser("tep", help="sensor world model on Tennessee Eastman (Braatz set)")
-    p.add_argument("--data", default=default_data("tep"), help="folder with d00.dat, dNN_te.dat")
-    p.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
-    p.add_argument("--json", help="also write the figures here")
-    p.set_defaults(func=cmd)
+    add_bench_parser(
+        bsub,
+        "tep",
+        "sensor world model on Tennessee Eastman (Braatz set)",
+        "folder with d00.dat, dNN_te.dat",
+        lambda a: bench_tep(a.data, a.benchmarks, a.json),
+    )
