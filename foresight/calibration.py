@@ -31,7 +31,13 @@ from foresight.pipeline import (
     grey_of,
 )
 from foresight.residuals.config import ResidualConfig
-from foresight.residuals.tracker import COMPONENTS, ResidualTracker, fit_calibration
+from foresight.residuals.tracker import (
+    COMPONENTS,
+    Z_GLOBAL,
+    Calibration,
+    ResidualTracker,
+    fit_calibration,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +137,7 @@ def calibrate_model(
     cal = fit_calibration(
         ({c: f[c][m] for c in COMPONENTS} for f, m in zip(feats, masks, strict=True)), sensor_mask
     )
+    rcfg = rcfg.model_copy(update={"occlusion_fraction": occlusion_level(rcfg, cal, feats, masks)})
     series = []
     for f, m, run in zip(feats, masks, runs, strict=True):
         tracker, gate = ResidualTracker(rcfg, cal, fps), OcclusionGate(rcfg)
@@ -166,6 +173,25 @@ def calibrate_model(
         thr.watch,
     )
     return summary
+
+
+def occlusion_level(
+    rcfg: ResidualConfig, cal: Calibration, feats: list[dict], masks: list[np.ndarray]
+) -> float:
+    """The occlusion gate's level for this model: ``residuals.occlusion_fraction``, or twice the
+    99th percentile of the share of diverging regions on normal footage when that is higher (a
+    model that fits its line less tightly, or a coarser grid, would otherwise be 'occluded' in
+    normal running); never above ``global_fraction``. Passing hands and shadows take well under
+    1 % of normal time, so they do not set the percentile."""
+    shares = [
+        np.mean((f["pixel"][m, 0] - cal.center["pixel"][0]) / cal.scale["pixel"][0] > Z_GLOBAL, -1)
+        for f, m in zip(feats, masks, strict=True)
+        if m.any() and f["pixel"].shape[-1]
+    ]
+    if not shares:
+        return rcfg.occlusion_fraction
+    p99 = float(np.percentile(np.concatenate(shares), 99))
+    return float(min(rcfg.global_fraction, max(rcfg.occlusion_fraction, 2.0 * p99)))
 
 
 def _jsonable(x: Any) -> Any:

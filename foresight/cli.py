@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     from foresight.realdata.commands import register_all
 
     register_all(bsub)
+    from foresight.bench.faults import register as register_faults
+
+    register_faults(bsub)
     from foresight.retrain.cli import register as register_retrain
     from foresight.retrain.cli import register_bench as register_bench_drift
 

@@ -265,7 +265,10 @@ def calibration_of(bundle: ModelBundle) -> tuple[Calibration, alarms.Thresholds,
 def configs_of(bundle: ModelBundle) -> tuple[ResidualConfig, AlarmConfig]:
     """The residual and alarm settings the model was calibrated with."""
     cal = bundle.card.get("calibration", {})
-    return ResidualConfig(**cal.get("residuals", {})), AlarmConfig(**cal.get("alarms", {}))
+    residuals = dict(cal.get("residuals", {}))
+    # Calibrated before the occlusion gate existed: thresholds assume no gate, so none is added.
+    residuals.setdefault("occlusion_fraction", 1.0)
+    return ResidualConfig(**residuals), AlarmConfig(**cal.get("alarms", {}))
 
 
 class Pipeline:

@@ -4,6 +4,12 @@ Embedded default (no config at all): the simulated line runs live, the PLC simul
 in-process on a free 127.0.0.1 port and really slows the simulated feeder, telemetry goes to the
 local store, and the model is the small sample model in ``data_samples/model`` (built by the
 command in ``data_samples/README.md``).
+
+With ``monitor.sensor_tags`` the mapped sensor channels come from an OPC UA subscription to the
+PLC (``foresight.monitor.plc_sensors``). ``run_monitor`` takes two hooks for tests and the
+fault-injection bench (``foresight bench faults``): ``wrap_source`` wraps the observation
+source (a camera that stalls or freezes) and ``on_start`` receives the ``Monitor`` before it runs
+(to call ``swap_model``, read its counters).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +59,23 @@ def make_source(cfg: Config, pipe: Pipeline, line: Any):
             raise InputError("monitor.sensors (a CSV replay) needs monitor.source to be a file")
         sensors = read_sensors(Path(cfg.monitor.sensors), pipe.channels, pipe.fps, steps)
     roi = (pipe.bundle.card.get("config", {}).get("ingest", {}) or {}).get("roi")
-    return video_source(spec, size, cfg.monitor.speed, roi, sensors, pipe.fps)
+    n = len(pipe.channels)
+    return video_source(spec, size, cfg.monitor.speed, roi, sensors, pipe.fps, n)
 
 
-async def run_monitor(cfg: Config, stop: asyncio.Event | None = None) -> Counters:
+async def run_monitor(
+    cfg: Config,
+    stop: asyncio.Event | None = None,
+    *,
+    wrap_source: Callable[[Any], Any] | None = None,
+    on_start: Callable[[Monitor], Any] | None = None,
+) -> Counters:
     """Run the monitor until stopped (signal, ``stop``, end of source or ``duration_s``)."""
     from foresight.plc import make_actuator
     from foresight.store import Store
 
-    bundle = load_model(model_path(cfg))
+    where = model_path(cfg)
+    bundle = load_model(where)
     pipe = Pipeline(bundle)
     line = None
     if cfg.monitor.source == "sim":
@@ -82,9 +97,21 @@ async def run_monitor(cfg: Config, stop: asyncio.Event | None = None) -> Counter
             log.info("embedded PLC simulator on %s", sim.endpoint)
         act = make_actuator(plc_cfg)
         await act.connect()
+        stack.push_async_callback(act.close)
         store = Store.open(cfg.store, cfg.influx, line=cfg.line.name)
         stack.callback(store.close)
-        monitor = Monitor(cfg, pipe, act, store, make_source(cfg, pipe, line))
+        source = make_source(cfg, pipe, line)
+        if cfg.monitor.sensor_tags:
+            from foresight.monitor.plc_sensors import PlcSensors, with_plc_sensors
+
+            sensors = PlcSensors(plc_cfg, pipe.channels, cfg.monitor.sensor_tags, 500 / pipe.fps)
+            await stack.enter_async_context(sensors)
+            source = with_plc_sensors(source, sensors)
+        if wrap_source is not None:
+            source = wrap_source(source)
+        monitor = Monitor(cfg, pipe, act, store, source, model_dir=where)
+        if on_start is not None:
+            on_start(monitor)
         if cfg.monitor.duration_s:
             asyncio.get_running_loop().call_later(cfg.monitor.duration_s, stop.set)
         return await monitor.run(stop)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from foresight.plc.config import _NODE_ID as NODE_ID
 
 
 class MonitorConfig(BaseModel):
@@ -38,3 +42,27 @@ class MonitorConfig(BaseModel):
         description="with no plc.endpoint, run the PLC simulator in-process (embedded default)",
     )
     duration_s: float | None = Field(None, gt=0, description="stop after this many seconds")
+    stall_s: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="no camera frame this long = camera stalled: health fault, slow-down released",
+    )
+    swap_request: str | None = Field(
+        None,
+        description="file whose appearance hot-swaps the model (its text: a model directory; "
+        "empty: reload monitor.model); none = swap.request beside health_file; SIGHUP reloads too",
+    )
+    sensor_tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="model sensor channel -> PLC node id subscribed over OPC UA (bare ids are in "
+        "plc.namespace_uri), for camera sources without a sensor CSV",
+    )
+
+    @field_validator("sensor_tags")
+    @classmethod
+    def _node_ids(cls, v: dict[str, str]) -> dict[str, str]:
+        for channel, node in v.items():
+            if not re.match(NODE_ID, node):
+                raise ValueError(f"{channel}: {node!r} is not an OPC UA node id (e.g. s=Line1.X)")
+        return v

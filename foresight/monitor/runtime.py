@@ -14,7 +14,16 @@ Tasks and the policy of each queue between them:
 - ``telemetry`` moves points to the durable store (SQLite, forwarded to InfluxDB when one is
   configured) from a queue of ``monitor.telemetry_queue`` points; if that ever fills, the newest
   points are dropped and counted (the store's own bound covers long database outages);
-- ``health`` rewrites ``monitor.health_file`` every second for a supervisor.
+- ``health`` rewrites ``monitor.health_file`` every second for a supervisor, and picks up
+  model-swap requests (the ``monitor.swap_request`` file, or SIGHUP).
+
+A **camera stall** (no frame for ``monitor.stall_s``) is a model-health fault: the alarm engine
+gets an unhealthy tick (its policy: any slow-down released, never one started), the health file
+says ``no_frame`` and a health point is stored; a **frozen** picture is caught by the pipeline's
+own health checks. A **model swap** (``Monitor.swap_model``, see ``foresight.monitor.swap``) loads
+and checks the candidate in a worker thread and takes it between two frames in the model thread;
+a refused candidate leaves the running model in place. Every start, swap and refusal is stored
+as a ``model`` point (tags ``version``, ``event``).
 
 On shutdown (SIGINT, SIGTERM, end of a file, ``monitor.duration_s``) the PLC's limit is restored to
 100 %, the store is flushed, and the PLC simulator (embedded default) is stopped.
@@ -26,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -36,10 +46,15 @@ from typing import Any
 
 import numpy as np
 
+from foresight.alarms import engine as alarms
 from foresight.config import Config
+from foresight.errors import InputError
+from foresight.monitor import swap
+from foresight.monitor.sdnotify import notify
 from foresight.monitor.sources import Observation
 from foresight.pipeline import Pipeline, StepOutput
 from foresight.plc import alarm_code
+from foresight.store import Point
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +74,9 @@ class Counters:
     plc_failures: int = 0
     heartbeats: int = 0
     telemetry_dropped: int = 0
+    stalls: int = 0
+    swaps: int = 0
+    swaps_refused: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # frame captured -> PLC confirmed
 
 
@@ -87,7 +105,15 @@ class Latest:
 class Monitor:
     """The running monitor: pipeline, PLC actuator, store and a source of observations."""
 
-    def __init__(self, cfg: Config, pipeline: Pipeline, actuator: Any, store: Any, source: Any):
+    def __init__(
+        self,
+        cfg: Config,
+        pipeline: Pipeline,
+        actuator: Any,
+        store: Any,
+        source: Any,
+        model_dir: str | Path | None = None,
+    ):
         self.cfg, self.pipe, self.act, self.store, self.source = (
             cfg,
             pipeline,
@@ -103,9 +129,20 @@ class Monitor:
         self.commands = Latest()
         self.inputs = None  # last PlcInputs
         self.last: StepOutput | None = None
-        self.model_name = str(pipeline.bundle.card.get("created", "model"))
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        #: version of the running model (tag ``model`` of every residual and alarm point)
+        self.model_name = swap.model_version(pipeline.bundle, self.model_dir)
+        #: the latest swap attempt: {"time", "path", "ok", "version" or "error"}
+        self.last_swap: dict[str, Any] | None = None
+        self.stalled_since: float | None = None  # monotonic time of the last frame, when stalled
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="foresight-model")
+        self._swap_lock = asyncio.Lock()
+        self._swaps: set[asyncio.Task] = set()
         self._next_tick = 0.0
+        self._last_t = 0.0  # source time of the last model step
+        self._last_frame = time.monotonic()
+        health = Path(cfg.monitor.health_file)
+        self.swap_request = Path(cfg.monitor.swap_request or health.with_name("swap.request"))
 
     async def run(self, stop: asyncio.Event) -> Counters:
         """Run every task until ``stop`` is set or the source ends; then shut down cleanly."""
@@ -117,15 +154,20 @@ class Monitor:
             asyncio.create_task(self._health(), name="health"),
         ]
         waiter = asyncio.create_task(stop.wait())
+        self._emit("model", {"event": "start", "version": self.model_name})
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request_swap)
         try:
             done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not waiter and not t.cancelled() and t.exception() is not None:
                     raise t.exception()
         finally:
-            for t in [waiter, *tasks]:
+            with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            for t in [waiter, *tasks, *self._swaps]:
                 t.cancel()
-            await asyncio.gather(*tasks, waiter, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._swaps, waiter, return_exceptions=True)
             await self._shutdown()
         return self.counters
 
@@ -153,7 +195,17 @@ class Monitor:
         loop = asyncio.get_running_loop()
         period = 1.0 / self.pipe.fps
         while True:
-            obs, captured = await self.frames.get()
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(self.cfg.monitor.stall_s):
+                    obs, captured = await self.frames.get()
+            except TimeoutError:
+                self._stalled()
+                continue
+            self._last_frame = time.monotonic()
+            if self.stalled_since is not None:
+                log.info("camera delivers again after %.1f s", captured - self.stalled_since)
+                self.stalled_since = None
+                self._emit("health", {"reason": "camera_resumed", "code": 0})
             if obs.t + 1e-9 < self._next_tick:
                 continue  # between model ticks
             late = int((obs.t - self._next_tick) / period)
@@ -163,13 +215,83 @@ class Monitor:
             out = await loop.run_in_executor(
                 self._executor, self.pipe.step, obs.frame, obs.sensors, obs.t, running
             )
+            self._last_t = obs.t
             self.counters.steps += 1
             if out.alarm and not (self.last is not None and self.last.alarm):
                 self.counters.alarms += 1
             for cmd in out.commands:
                 self.commands.put((cmd, captured, out.state))
             self.last = out
-            self._emit("step", {"out": out})
+            self._emit("step", {"out": out, "model": self.model_name})
+
+    def _stalled(self) -> None:
+        """No frame for ``stall_s``: a health fault for the alarm engine (it releases any limit)."""
+        if self.stalled_since is not None:
+            return
+        self.stalled_since = self._last_frame
+        self.counters.stalls += 1
+        log.warning(
+            "camera stalled: no frame for %.1f s; model health fault, any slow-down released",
+            time.monotonic() - self._last_frame,
+        )
+        inp = self.inputs
+        running = inp.running if inp is not None and inp.ok and inp.line_state is not None else True
+        tick = alarms.Tick(self._last_t, math.nan, healthy=False, running=running)
+        pipe = self.pipe
+        pipe.state, cmds = alarms.step(pipe.acfg, pipe.thr, pipe.state, tick)
+        for cmd in cmds:
+            self.commands.put((cmd, time.monotonic(), pipe.state.mode))
+        self._emit("health", {"reason": "no_frame", "code": 1})
+
+    async def swap_model(self, path: str | Path | None = None) -> str:
+        """Hot-swap to the model directory ``path`` (None: reload the one running); returns the
+        new version. A refused candidate raises ``InputError`` (one line); the old model runs on.
+        """
+        where = Path(path) if path else self.model_dir
+        if where is None:
+            raise InputError("no model directory to reload: pass the new model's path")
+        async with self._swap_lock:
+            previous = self.model_name
+            try:
+                cand = await asyncio.to_thread(swap.prepare, self.pipe, where)
+            except InputError as e:
+                self.counters.swaps_refused += 1
+                self.last_swap = {"time": time.time(), "path": str(where), "ok": False}
+                self.last_swap["error"] = str(e)
+                log.error("model swap refused: %s", e)
+                self._emit("model", {"event": "refused", "version": previous, "error": str(e)})
+                raise
+
+            def take() -> None:  # model thread, between two steps
+                swap.apply(self.pipe, cand, self._last_t)
+                self.model_name = cand.version
+
+            await asyncio.get_running_loop().run_in_executor(self._executor, take)
+            self.model_dir = cand.path
+            self.counters.swaps += 1
+            self.last_swap = {"time": time.time(), "path": str(where), "ok": True}
+            self.last_swap["version"] = cand.version
+            log.info("model swapped: %s -> %s (%s)", previous, cand.version, where)
+            self._emit("model", {"event": "swap", "version": cand.version, "previous": previous})
+            return cand.version
+
+    def request_swap(self, path: str | Path | None = None) -> None:
+        """Start ``swap_model(path)`` in the background (SIGHUP, the request file)."""
+
+        async def go() -> None:
+            with contextlib.suppress(InputError):  # refused: logged, stored, in the health file
+                await self.swap_model(path)
+
+        task = asyncio.get_running_loop().create_task(go(), name="model-swap")
+        self._swaps.add(task)
+        task.add_done_callback(self._swaps.discard)
+
+    def _take_request(self) -> None:
+        """Consume the swap request file, if there is one, and start the swap it asks for."""
+        text = swap.take_request(self.swap_request)
+        if text is not None:
+            log.info("swap request: %s", text or "reload the running model's directory")
+            self.request_swap(text or None)
 
     def _emit(self, kind: str, payload: dict) -> None:
         try:
@@ -185,14 +307,15 @@ class Monitor:
             timeout = max(next_beat - time.monotonic(), 0.0)
             item = None
             with contextlib.suppress(TimeoutError):
-                item = await asyncio.wait_for(self.commands.get(), timeout)
+                async with asyncio.timeout(timeout):
+                    item = await self.commands.get()
             if item is not None:
                 await self._apply(*item)
             if time.monotonic() >= next_beat:
                 next_beat += hb
                 self.counters.heartbeats += int(await self.act.heartbeat())
                 self.inputs = await self.act.read_inputs()
-                state = self.last.state if self.last is not None else "normal"
+                state = self.pipe.state.mode  # the engine's mode (also set by a camera stall)
                 if state != mode:
                     if await self.act.set_alarm_state(alarm_code(state)):
                         mode = state
@@ -224,30 +347,42 @@ class Monitor:
             if kind == "step":
                 out: StepOutput = p["out"]
                 hz = dict(zip(self.pipe.horizons, map(float, out.horizons), strict=False))
-                self.store.write_residual(self.model_name, out.score, out.instant, hz)
-                self.store.write_alarm(self.model_name, out.state, out.alarm, out.speed_limit)
+                self.store.write_residual(p["model"], out.score, out.instant, hz)
+                self.store.write_alarm(p["model"], out.state, out.alarm, out.speed_limit)
                 if out.health:
                     self.store.write_health(out.health, 1, self.counters.dropped_frames)
             elif kind == "command":
                 a = p["applied"]
                 self.store.write_command(p["cmd"].reason, a.requested, a.read_back, a.confirmed)
+            elif kind == "health":
+                self.store.write_health(p["reason"], p["code"], self.counters.dropped_frames)
+            elif kind == "model":
+                tags = {"line": self.store.line, "event": p["event"], "version": p["version"]}
+                tags |= {k: str(p[k])[:200] for k in ("previous", "error") if p.get(k)}
+                fields = {"swapped": int(p["event"] == "swap")}
+                self.store.write([Point("model", tags, fields, time.time_ns())])
 
     async def _health(self) -> None:
         path = Path(self.cfg.monitor.health_file)
         path.parent.mkdir(parents=True, exist_ok=True)
+        notify("READY=1")
         while True:
             self.write_health(path)
+            notify("WATCHDOG=1")  # systemd's WatchdogSec: the event loop is alive
+            self._take_request()
             await asyncio.sleep(1.0)
 
     def write_health(self, path: Path) -> None:
         """Atomically rewrite the health file."""
-        last = self.last
+        last, stalled = self.last, self.stalled_since is not None
         doc = {
             "time": time.time(),
-            "state": last.state if last else "starting",
-            "health": last.health if last else None,
+            "state": self.pipe.state.mode if last or stalled else "starting",
+            "health": "no_frame" if stalled else (last.health if last else None),
             "score": last.score if last and np.isfinite(last.score) else None,
             "model": self.model_name,
+            "model_swap": self.last_swap,
+            "frame_age_s": round(time.monotonic() - self._last_frame, 3),
             "plc_ok": bool(self.inputs.ok) if self.inputs is not None else None,
             "counters": {k: v for k, v in asdict(self.counters).items() if k != "latencies_ms"},
         }
@@ -257,8 +392,10 @@ class Monitor:
 
     async def _shutdown(self) -> None:
         """Restore the PLC's speed, flush the store, stop the model thread."""
+        notify("STOPPING=1")
         with contextlib.suppress(Exception):
-            applied = await asyncio.wait_for(self.act.apply(100.0), 5.0)
+            async with asyncio.timeout(5.0):
+                applied = await self._restore()
             log.info("speed limit restored to 100 %% (confirmed: %s)", applied.confirmed)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.act.set_alarm_state(0), 2.0)
@@ -268,6 +405,15 @@ class Monitor:
             self._write([self.telemetry.get_nowait()])
         self.write_health(Path(self.cfg.monitor.health_file))
         self._executor.shutdown(wait=True)
+
+    async def _restore(self):
+        """Ramp the limit back to 100 % through the guard, beating the heartbeat meanwhile."""
+        applied = await self.act.apply(100.0)
+        while applied.limit is not None and applied.limit < 100.0 and applied.reason != "dry_run":
+            await asyncio.sleep(self.cfg.plc.heartbeat_s)
+            await self.act.heartbeat()
+            applied = await self.act.apply(100.0)
+        return applied
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -63,8 +63,13 @@ async def video_source(
     roi=None,
     sensors: np.ndarray | None = None,
     sensor_fps: float = 10.0,
+    n_sensors: int = 0,
 ) -> AsyncIterator[Observation]:
-    """A video file, a network stream or a USB camera (``spec`` is a number)."""
+    """A video file, a network stream or a USB camera (``spec`` is a number).
+
+    Without ``sensors`` (a CSV replay) each observation carries ``n_sensors`` NaNs: unknown until
+    a PLC subscription (``foresight.monitor.plc_sensors``) fills them in.
+    """
     target: Any = int(spec) if spec.isdigit() else spec
     cap = await asyncio.to_thread(cv2.VideoCapture, target)
     if not cap.isOpened():
@@ -75,7 +80,7 @@ async def video_source(
         fps = 25.0
     pacer = Pacer(0.0 if live else speed)
     started = time.monotonic()
-    width = 0 if sensors is None else sensors.shape[1]
+    width = n_sensors if sensors is None else sensors.shape[1]
     i = 0
     try:
         while True:

@@ -210,6 +210,11 @@ class PlcSim:
                 await task
         server, self._server = self._server, None
         if server is not None:
+            # stop accepting first: asyncua closes its listener last, and a client reconnecting
+            # meanwhile would keep stop() waiting for ever
+            listener = getattr(getattr(server, "bserver", None), "_server", None)
+            if listener is not None:
+                listener.close()
             await server.stop()
 
     def value(self, name: str) -> Any:

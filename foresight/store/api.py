@@ -26,7 +26,7 @@ from foresight.store.spool import Point, Spool, SpoolStats, decode
 #: new measurement ``feedback`` tagged ``line, alarm_ns`` (the alarm point's ``time_ns``) with
 #: numeric fields, written by a ``write_feedback`` helper here and added to this tuple;
 #: ``events`` then returns it beside the alarms it refers to. No schema change is needed.
-EVENT_MEASUREMENTS: tuple[str, ...] = ("alarm", "command", "health", "drift")
+EVENT_MEASUREMENTS: tuple[str, ...] = ("alarm", "command", "health", "drift", "model", "feedback")
 
 
 class Series(NamedTuple):
