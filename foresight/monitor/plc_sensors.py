@@ -32,7 +32,7 @@ from asyncua import Client, ua
 
 from foresight.errors import InputError
 from foresight.monitor.sources import Observation
-from foresight.plc.actuator import PlcError, describe_failure
+from foresight.plc.actuator import PlcError
 from foresight.plc.config import PlcConfig
 from foresight.plc.opcua import OpcUaActuator
 from foresight.plc.tags import as_float, resolve_node_id
@@ -85,21 +85,7 @@ class PlcSensors:
             ep, timeout=cfg.timeout_s, auto_reconnect=True, reconnect_max_delay=cfg.reconnect_max_s
         )
         client.name = client.description = "Foresight sensors"
-        rejected: list[str] = []
-        try:
-            # the actuator's security setup (certificates, trust store); private, same package
-            await OpcUaActuator(cfg)._secure(client, rejected)
-            if cfg.username is not None:
-                client.set_user(cfg.username)
-            if cfg.password is not None:
-                client.set_password(cfg.password.get_secret_value())
-            await asyncio.wait_for(client.connect(), 2 * cfg.timeout_s)
-        except PlcError:
-            raise
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                client.disconnect_socket()
-            raise PlcError(describe_failure(cfg, exc, rejected)) from None
+        await OpcUaActuator(cfg).open_session(client)  # the actuator's security and credentials
         self._client = client
         try:
             await self._subscribe(client)

@@ -292,12 +292,10 @@ class OpcUaActuator:
             out = await self._step()
             log.info("PLC %s: re-asserted SpeedLimitPct %s (%s)", self._ep, out.limit, out.reason)
 
-    async def _open(self) -> _Link:
-        """A connected client with resolved tags, or ``PlcError`` saying what is wrong."""
+    async def open_session(self, client: Client) -> None:
+        """Security, credentials and session for ``client`` (any session to this PLC, e.g. the
+        monitor's sensor subscription), or ``PlcError`` saying what is wrong."""
         cfg = self._cfg
-        client = Client(self._ep, timeout=cfg.timeout_s)
-        client.name = client.description = "Foresight"
-        client.session_timeout = 60_000  # ms: a crashed Foresight's session is freed in a minute
         rejected: list[str] = []
         try:
             await self._secure(client, rejected)
@@ -312,6 +310,14 @@ class OpcUaActuator:
             with contextlib.suppress(Exception):
                 client.disconnect_socket()
             raise PlcError(describe_failure(cfg, exc, rejected)) from None
+
+    async def _open(self) -> _Link:
+        """A connected client with resolved tags, or ``PlcError`` saying what is wrong."""
+        cfg = self._cfg
+        client = Client(self._ep, timeout=cfg.timeout_s)
+        client.name = client.description = "Foresight"
+        client.session_timeout = 60_000  # ms: a crashed Foresight's session is freed in a minute
+        await self.open_session(client)
         try:
             link = await self._resolve(client)
         except Exception as exc:
