@@ -87,7 +87,9 @@ def dead_time_s(cfg: AlarmConfig) -> float:
 
 def min_footage_s(cfg: AlarmConfig) -> float:
     """Least running normal footage calibration accepts, seconds."""
-    return max(600.0, 2.0 * SPARSE_FACTOR * MIN_EPISODES * dead_time_s(cfg))
+    # room for MIN_EPISODES episodes spaced SPARSE_FACTOR dead times apart: the least the
+    # peaks-over-threshold fit can use
+    return max(600.0, SPARSE_FACTOR * MIN_EPISODES * dead_time_s(cfg))
 
 
 def calibrate_thresholds(
