@@ -42,6 +42,8 @@ from foresight.residuals.tracker import (
 log = logging.getLogger(__name__)
 
 Stream = tuple[dict[str, Any], np.ndarray, np.ndarray]  # (record, frames, sensors)
+SETTLED_S = 3.0  # a restart has settled once the score stays in its normal band this long
+MAX_SETTLE_S = 120.0  # never suspend alarms longer than this after a restart
 COLD_START_S = 3.0  # after the model's warm-up, a cold start's transient left out of calibration
 
 
@@ -149,6 +151,7 @@ def calibrate_model(
         # settling does after a restart), but only real stops start alarms.settle_s.
         scores[: warm + round(COLD_START_S * fps)] = np.nan
         series.append((np.arange(len(m)) / fps, scores, run))
+    acfg = acfg.model_copy(update={"settle_s": learned_settle(acfg, series, fps)})
     thr, report = calibrate_thresholds(acfg, series)
     bundle.extra.update(cal.to_arrays())
     bundle.extra.update(refs.to_arrays())
@@ -173,6 +176,45 @@ def calibrate_model(
         thr.watch,
     )
     return summary
+
+
+def learned_settle(acfg: AlarmConfig, series: list, fps: float) -> float:
+    """How long after a restart the score takes to come back to its normal band, measured.
+
+    After a stop the line ramps back up and the product may have changed; the model needs a
+    while to follow, and that transient is not a fault. For every restart in the calibration
+    footage, the time until the score stays inside the normal band (its 99th percentile away
+    from restarts) for ``SETTLED_S``; the settling time is the largest of these, at least
+    ``alarms.settle_s`` and at most ``MAX_SETTLE_S``. With no restart in the footage, the
+    configured value stands.
+    """
+    need, cap = round(SETTLED_S * fps), round(MAX_SETTLE_S * fps)
+    calm = []  # scores away from any restart: the normal band is their 99th percentile
+    for _, scores, run in series:
+        near = np.zeros(len(run), bool)
+        for start in np.flatnonzero(np.diff(run.astype(np.int8)) == 1) + 1:
+            near[start : start + cap] = True
+        calm.append(scores[~near & np.isfinite(scores)])
+    calm = np.concatenate(calm) if calm else np.zeros(0)
+    if calm.size < need:
+        return acfg.settle_s
+    band = float(np.percentile(calm, 99))
+    found = []
+    for _, scores, run in series:
+        for start in np.flatnonzero(np.diff(run.astype(np.int8)) == 1) + 1:
+            inside = ~(scores[start : start + cap] > band)  # NaN (not scored yet) counts inside
+            stop = np.flatnonzero(~run[start : start + cap])
+            end = stop[0] if stop.size else inside.size
+            for k in range(max(0, end - need + 1)):
+                if inside[k : k + need].all():
+                    found.append(k / fps)
+                    break
+            else:
+                if end >= need:
+                    found.append(MAX_SETTLE_S)
+    if not found:
+        return acfg.settle_s
+    return float(min(MAX_SETTLE_S, max(acfg.settle_s, max(found))))
 
 
 def occlusion_level(

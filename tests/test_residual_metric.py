@@ -56,3 +56,25 @@ def test_occlusion_withholds_the_score_while_many_regions_diverge_and_briefly_af
     assert not any(gate.stuck(t / 10) for t in range(20, 120) if gate.update(t / 10, 0.5))
     assert gate.update(12.1, 0.5) and gate.stuck(12.1)
     assert not gate.update(13.0, 0.0) and not gate.stuck(13.0)
+
+
+def test_settling_time_after_a_restart_is_measured_from_the_footage():
+    from foresight.alarms.config import AlarmConfig
+    from foresight.calibration import MAX_SETTLE_S, learned_settle
+
+    fps = 10.0
+    rng = np.random.default_rng(0)
+    t = np.arange(6000) / fps  # 10 min
+    run = np.ones(t.size, bool)
+    run[1000:1300] = False  # a 30 s stop
+    scores = rng.normal(1.0, 0.3, t.size)
+    scores[1300 : 1300 + 180] = 18.0  # 18 s of ramp-up transient after the restart
+    scores[~run] = np.nan
+    got = learned_settle(AlarmConfig(), [(t, scores, run)], fps)
+    assert 18.0 <= got <= 18.5, got  # the first calm 3 s start right after the transient
+    # no restart in the footage: the configured value stands; never below it, never above the cap
+    assert (
+        learned_settle(AlarmConfig(settle_s=4.0), [(t, scores, np.ones(t.size, bool))], fps) == 4.0
+    )
+    scores[1300 : 1300 + 1200] = 18.0  # settles only after 120 s: the cap
+    assert learned_settle(AlarmConfig(), [(t, scores, run)], fps) == MAX_SETTLE_S
