@@ -184,8 +184,10 @@ def learned_settle(acfg: AlarmConfig, series: list, fps: float) -> float:
     After a stop the line ramps back up and the product may have changed; the model needs a
     while to follow, and that transient is not a fault. For every restart in the calibration
     footage, the time until the score stays inside the normal band (its 99th percentile away
-    from restarts) for ``SETTLED_S``; the settling time is the largest of these, at least
-    ``alarms.settle_s`` and at most ``MAX_SETTLE_S``. With no restart in the footage, the
+    from restarts) for ``SETTLED_S``; the settling time is the median of these (the typical
+    ramp-up: the largest was one slow restart that would blind every other one for two minutes;
+    the alarm thresholds absorb the rest), at least ``alarms.settle_s`` and at most
+    ``MAX_SETTLE_S``. With no restart in the footage, the
     configured value stands.
     """
     need, cap = round(SETTLED_S * fps), round(MAX_SETTLE_S * fps)
@@ -214,7 +216,7 @@ def learned_settle(acfg: AlarmConfig, series: list, fps: float) -> float:
                     found.append(MAX_SETTLE_S)
     if not found:
         return acfg.settle_s
-    return float(min(MAX_SETTLE_S, max(acfg.settle_s, max(found))))
+    return float(min(MAX_SETTLE_S, max(acfg.settle_s, float(np.median(found)))))
 
 
 def occlusion_level(
