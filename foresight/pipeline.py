@@ -60,7 +60,7 @@ class FeatureStream:
         """Start a new stream: empty carry and no pending forecasts."""
         # Committed to the device like the step's outputs, so the step compiles once, not twice.
         self.carry = jax.device_put(self.pred.init_carry(1), jax.devices()[0])
-        self.history: deque[Forecast] = deque(maxlen=max(self.steps))
+        self.history: deque[Forecast] = deque(maxlen=max(self.steps) + 1)
         self.n = 0
         self._dummy: list[Forecast] | None = None
 
@@ -300,6 +300,17 @@ class Pipeline:
         if "belt_speed" not in self.channels:
             return math.nan
         return float(raw[self.channels.index("belt_speed")])
+
+    def expected(self, horizon_s: float = 1.0) -> tuple[np.ndarray, float] | None:
+        """What the model expected to see at the latest step, forecast about ``horizon_s``
+        earlier (the nearest horizon): (frame (H, W, 3) float in [0, 1], horizon in seconds), or
+        None until such a forecast is due. Call it from the thread that steps the pipeline."""
+        steps, hist = self.features.steps, self.features.history
+        i = min(range(len(steps)), key=lambda j: abs(steps[j] / self.fps - horizon_s))
+        if len(hist) < steps[i] + 1:  # hist[-1] is this step's own forecast
+            return None
+        frame = np.asarray(hist[-1 - steps[i]].frame[0, i], np.float32)
+        return np.clip(frame, 0.0, 1.0), steps[i] / self.fps
 
     def step(
         self, frame: np.ndarray, raw: np.ndarray, now: float, running: bool | None = None

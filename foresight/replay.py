@@ -152,7 +152,7 @@ def replay(
         if sensors is not None
         else np.full((steps, len(channels)), np.nan, np.float32)
     )
-    roi = (bundle.card.get("config", {}).get("ingest", {}) or {}).get("roi")
+    roi = bundle.roi
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")

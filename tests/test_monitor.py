@@ -8,6 +8,7 @@ import json
 import pytest
 
 from foresight.config import load_config
+from foresight.dashboard.frames import read_latest
 from foresight.model.checkpoint import load_model, save_model
 from foresight.monitor.app import run_monitor
 from foresight.store import Store
@@ -32,6 +33,9 @@ def _points(cfg, measurement):
 
 def test_monitor_runs_the_simulated_line_and_logs(tiny_model, tmp_path):
     cfg = _cfg(tmp_path, tiny_model, duration_s=6)
+    over = {"segment_s": 5.0, "guard_s": 0.0}
+    footage = cfg.monitor.footage.model_copy(update=over)
+    cfg = cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"footage": footage})})
     c = asyncio.run(run_monitor(cfg))
     # 6 s at 3x real time: ~360 camera frames (20 fps) and ~180 model ticks (10 fps). What the
     # model cannot serve (the first step compiles) is skipped and counted, never queued.
@@ -42,6 +46,16 @@ def test_monitor_runs_the_simulated_line_and_logs(tiny_model, tmp_path):
     assert health["counters"]["steps"] == c.steps and health["plc_ok"] is True
     assert len(_points(cfg, "residual")) == c.steps
     assert len(_points(cfg, "alarm")) == c.steps
+    # The dashboard's live frame: the model's view, what it expected, the heatmap.
+    live = read_latest(tmp_path / "live")
+    assert live is not None and live.frame.shape == live.predicted.shape
+    assert live.frame.shape[:2] == (cfg.data.image_size,) * 2 and live.meta["model"]
+    # Normal running footage reaches the archive in whole segments (no guard here), as captured.
+    assert health["footage"]["segments"] >= 1 and "drift" in health
+    segs = sorted((tmp_path / "archive").glob("*.json"))
+    side = json.loads(segs[0].read_text())
+    assert side["frames"] == round(5.0 * 10) and segs[0].with_suffix(".mp4").is_file()
+    assert not list((tmp_path / "archive" / ".partial").glob("*"))
 
 
 def test_slowdown_reaches_the_plc_and_is_confirmed(tiny_model, tmp_path):
@@ -64,3 +78,6 @@ def test_slowdown_reaches_the_plc_and_is_confirmed(tiny_model, tmp_path):
     assert slow and slow[0].fields["confirmed"] == 1
     assert slow[0].fields["applied_pct"] == pytest.approx(70.0)
     assert max(c.latencies_ms) < 2000
+    # Alarmed footage is never archived as normal; the alarm leaves an evidence clip.
+    assert not list((tmp_path / "archive").glob("*.mp4"))
+    assert len(list((tmp_path / "clips").glob("*.webm"))) == 1

@@ -40,12 +40,6 @@ class ScanResult:
     events: list[DriftEvent] = field(default_factory=list)
 
 
-def model_roi(bundle: ModelBundle) -> tuple[int, int, int, int] | None:
-    """The crop the model's footage was cut with (as ``replay`` applies it)."""
-    roi = (bundle.card.get("config", {}).get("ingest", {}) or {}).get("roi")
-    return tuple(int(v) for v in roi) if roi else None
-
-
 def sim_steps(
     sim: SimConfig,
     seconds: float,
@@ -130,7 +124,7 @@ def false_drift_rate(
     pipe = _load(model)
     size, fps = int(pipe.bundle.data["image_size"]), pipe.fps
     count, seconds, kinds = 0, 0.0, []
-    roi = model_roi(pipe.bundle)
+    roi = pipe.bundle.roi
     for r in range(runs):
         pipe.reset()
         steps = sim_steps(normal, hours * 3600.0, size, fps, seed=normal.seed + 1000 + r, roi=roi)
@@ -165,7 +159,7 @@ def drift_run(
     change) until the first drift event."""
     pipe = _load(model)
     size, fps = int(pipe.bundle.data["image_size"]), pipe.fps
-    steps = sim_steps(sim, minutes * 60.0, size, fps, roi=model_roi(pipe.bundle))
+    steps = sim_steps(sim, minutes * 60.0, size, fps, roi=pipe.bundle.roi)
     return scan(
         pipe, steps, cfg, total=int(minutes * 60 * fps), stop_at_first=True, progress=progress
     )

@@ -272,8 +272,7 @@ def evaluate(
     bundle = load_model(model)
     bundle.card.setdefault("path", str(model))
     pipe = Pipeline(bundle)
-    roi = (bundle.card.get("config", {}).get("ingest", {}) or {}).get("roi")
-    roi = tuple(roi) if roi else None
+    roi = bundle.roi
     size = pipe.pred.image_size
 
     def recordings(dirs):

@@ -50,6 +50,12 @@ class ModelBundle:
         """Horizons in frames at the model's rate."""
         return horizon_steps(self.model_cfg, self.data["fps"])
 
+    @property
+    def roi(self) -> tuple[int, int, int, int] | None:
+        """The crop (x, y, w, h) of the camera frame the model's footage was cut with, or None."""
+        roi = (self.card.get("config", {}).get("ingest", {}) or {}).get("roi")
+        return tuple(int(v) for v in roi) if roi else None
+
 
 def horizon_steps(cfg: ModelConfig, fps: float) -> tuple[int, ...]:
     """Horizons in seconds to whole frames ahead (at least one), ascending and unique."""

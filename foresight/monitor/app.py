@@ -48,8 +48,9 @@ def make_source(cfg: Config, pipe: Pipeline, line: Any):
 
     size = pipe.pred.image_size
     spec = cfg.monitor.source
+    roi = pipe.bundle.roi
     if spec == "sim":
-        return sim_source(line, size, cfg.monitor.speed)
+        return sim_source(line, size, cfg.monitor.speed, roi)
     sensors = None
     if cfg.monitor.sensors:
         from foresight.replay import read_sensors, steps_for
@@ -58,7 +59,6 @@ def make_source(cfg: Config, pipe: Pipeline, line: Any):
         if steps is None:
             raise InputError("monitor.sensors (a CSV replay) needs monitor.source to be a file")
         sensors = read_sensors(Path(cfg.monitor.sensors), pipe.channels, pipe.fps, steps)
-    roi = (pipe.bundle.card.get("config", {}).get("ingest", {}) or {}).get("roi")
     n = len(pipe.channels)
     return video_source(spec, size, cfg.monitor.speed, roi, sensors, pipe.fps, n)
 

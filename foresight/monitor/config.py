@@ -3,10 +3,39 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from foresight.plc.config import _NODE_ID as NODE_ID
+
+
+class FootageConfig(BaseModel):
+    """What the monitor keeps of its footage (``[monitor.footage]``); all of it stays here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    archive: bool = Field(True, description="keep a rolling archive of normal footage")
+    archive_dir: str | None = Field(
+        None, description="archive folder; none = archive/ beside monitor.health_file"
+    )
+    archive_hours: float = Field(
+        168.0, gt=0, le=24 * 365, description="archive retention (hours of wall clock)"
+    )
+    archive_gb: float = Field(20.0, gt=0, description="archive size bound, GB (oldest go first)")
+    segment_s: float = Field(60.0, ge=5, le=3600, description="archive segment length, seconds")
+    guard_s: float = Field(
+        30.0, ge=0, le=3600, description="normal seconds that must follow a segment to keep it"
+    )
+    clips: bool = Field(True, description="write an evidence clip around every alarm")
+    clip_before_s: float = Field(10.0, ge=0, le=120)
+    clip_after_s: float = Field(10.0, ge=0, le=120)
+    clip_side: int = Field(480, ge=64, le=4096, description="evidence clip long side, pixels")
+    clip_days: float = Field(90.0, gt=0, le=3650, description="evidence clip retention, days")
+    publish_s: float = Field(
+        0.5, ge=0.05, le=60, description="live frame for the dashboard, every this many seconds"
+    )
+    queue: int = Field(64, ge=4, le=10_000, description="steps queued for the keeper (drop newest)")
 
 
 class MonitorConfig(BaseModel):
@@ -53,6 +82,10 @@ class MonitorConfig(BaseModel):
         description="file whose appearance hot-swaps the model (its text: a model directory; "
         "empty: reload monitor.model); none = swap.request beside health_file; SIGHUP reloads too",
     )
+    footage: FootageConfig = Field(
+        default_factory=FootageConfig,
+        description="rolling archive of normal footage, evidence clips, live frame",
+    )
     sensor_tags: dict[str, str] = Field(
         default_factory=dict,
         description="model sensor channel -> PLC node id subscribed over OPC UA (bare ids are in "
@@ -66,3 +99,9 @@ class MonitorConfig(BaseModel):
             if not re.match(NODE_ID, node):
                 raise ValueError(f"{channel}: {node!r} is not an OPC UA node id (e.g. s=Line1.X)")
         return v
+
+
+def archive_folder(cfg: MonitorConfig) -> Path:
+    """The monitor's rolling archive of normal footage (``foresight retrain`` reads it)."""
+    f = cfg.footage.archive_dir
+    return Path(f) if f else Path(cfg.health_file).parent / "archive"

@@ -15,7 +15,17 @@ Tasks and the policy of each queue between them:
   configured) from a queue of ``monitor.telemetry_queue`` points; if that ever fills, the newest
   points are dropped and counted (the store's own bound covers long database outages);
 - ``health`` rewrites ``monitor.health_file`` every second for a supervisor, and picks up
-  model-swap requests (the ``monitor.swap_request`` file, or SIGHUP).
+  model-swap requests (the ``monitor.swap_request`` file, or SIGHUP);
+- ``footage`` hands every step to the ``FootageKeeper`` (``foresight.monitor.footage``: rolling
+  archive of normal footage for retraining, evidence clips around alarms, the dashboard's live
+  frame) in its own thread, from a queue of ``monitor.footage.queue`` steps; when full the
+  **newest** step is dropped and counted (the archive then ends its segment early: no gap in a
+  segment).
+
+Every step also feeds the **drift detector** (``foresight.drift``) with its residual when the step
+was scored normal, running, unoccluded and healthy; a detection is logged, stored as a ``drift``
+point and shown in the health file until a new model is swapped in (which restarts the
+detector's reference).
 
 A **camera stall** (no frame for ``monitor.stall_s``) is a model-health fault: the alarm engine
 gets an unhealthy tick (its policy: any slow-down released, never one started), the health file
@@ -48,8 +58,13 @@ import numpy as np
 
 from foresight.alarms import engine as alarms
 from foresight.config import Config
+from foresight.dashboard.config import paths as side_paths
+from foresight.drift.changes import write_event
+from foresight.drift.detector import DriftDetector
 from foresight.errors import InputError
 from foresight.monitor import swap
+from foresight.monitor.config import archive_folder
+from foresight.monitor.footage import FootageKeeper, Kept
 from foresight.monitor.sdnotify import notify
 from foresight.monitor.sources import Observation
 from foresight.pipeline import Pipeline, StepOutput
@@ -77,6 +92,9 @@ class Counters:
     stalls: int = 0
     swaps: int = 0
     swaps_refused: int = 0
+    footage_dropped: int = 0
+    footage_errors: int = 0
+    drift_events: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # frame captured -> PLC confirmed
 
 
@@ -143,6 +161,16 @@ class Monitor:
         self._last_frame = time.monotonic()
         health = Path(cfg.monitor.health_file)
         self.swap_request = Path(cfg.monitor.swap_request or health.with_name("swap.request"))
+        fcfg, side = cfg.monitor.footage, side_paths(cfg)
+        self.keeper = FootageKeeper(
+            fcfg, archive_folder(cfg.monitor), side.clips, side.live,
+            pipeline.fps, pipeline.channels, self.model_name,
+        )  # fmt: skip
+        self.footage: asyncio.Queue[Kept] = asyncio.Queue(fcfg.queue)
+        self._footage_executor = ThreadPoolExecutor(1, thread_name_prefix="foresight-footage")
+        self._next_publish = 0.0
+        self.drift = DriftDetector(cfg.drift, pipeline.channels)
+        self.drift_event: dict[str, Any] | None = None
 
     async def run(self, stop: asyncio.Event) -> Counters:
         """Run every task until ``stop`` is set or the source ends; then shut down cleanly."""
@@ -152,6 +180,7 @@ class Monitor:
             asyncio.create_task(self._plc(), name="plc"),
             asyncio.create_task(self._telemetry(), name="telemetry"),
             asyncio.create_task(self._health(), name="health"),
+            asyncio.create_task(self._footage(), name="footage"),
         ]
         waiter = asyncio.create_task(stop.wait())
         self._emit("model", {"event": "start", "version": self.model_name})
@@ -212,17 +241,70 @@ class Monitor:
             self.counters.skipped_ticks += max(late, 0)
             self._next_tick = max(self._next_tick + period, obs.t + period - 1e-9)
             running = self._running(obs)
-            out = await loop.run_in_executor(
-                self._executor, self.pipe.step, obs.frame, obs.sensors, obs.t, running
+            publish = time.monotonic() >= self._next_publish
+            if publish:
+                self._next_publish = time.monotonic() + self.cfg.monitor.footage.publish_s
+            out, expected = await loop.run_in_executor(
+                self._executor, self._step, obs, running, publish
             )
             self._last_t = obs.t
             self.counters.steps += 1
-            if out.alarm and not (self.last is not None and self.last.alarm):
-                self.counters.alarms += 1
+            onset = out.alarm and not (self.last is not None and self.last.alarm)
+            self.counters.alarms += int(onset)
             for cmd in out.commands:
                 self.commands.put((cmd, captured, out.state))
             self.last = out
             self._emit("step", {"out": out, "model": self.model_name})
+            self._drift(out)
+            self._keep(obs, out, onset, expected)
+
+    def _step(self, obs: Observation, running: bool | None, publish: bool):
+        """One pipeline step (model thread), with the expected frame when it is to be shown."""
+        out = self.pipe.step(obs.frame, obs.sensors, obs.t, running)
+        return out, (self.pipe.expected() if publish else None)
+
+    def _drift(self, out: StepOutput) -> None:
+        """Feed the drift detector; a detection is logged, stored and shown until a swap."""
+        usable = out.state == "normal" and out.running and not out.occluded and out.health is None
+        ev = self.drift.update(out.residual, usable, out.t)
+        if ev is not None:
+            self.counters.drift_events += 1
+            self.drift_event = ev.to_dict()
+            log.warning("drift detected (%s, rise %.2f): %s", ev.kind, ev.rise, ev.advice)
+            self._emit("drift", {"event": ev})
+
+    def _keep(self, obs: Observation, out: StepOutput, onset: bool, expected) -> None:
+        """Queue the step for the footage keeper (full queue: this step is dropped, counted)."""
+        # "watch" is kept: drifted footage scores higher, and a retrain needs exactly that footage
+        calm = out.state in ("normal", "watch")
+        normal = out.running and calm and not out.occluded and out.health is None
+        k = Kept(time.time_ns(), obs.t, obs.raw, obs.frame, obs.sensors, normal, onset)
+        if expected is not None:
+            res = out.residual
+            k.expected, horizon = expected
+            k.heatmap = res.heatmap if res is not None else np.zeros((1, 1), np.float32)
+            k.meta = {
+                "time": time.time(), "model": self.model_name, "horizon_s": horizon,
+                "score": out.score if math.isfinite(out.score) else None, "state": out.state,
+                "alarm": out.alarm, "speed_limit_pct": out.speed_limit,
+            }  # fmt: skip
+        try:
+            self.footage.put_nowait(k)
+        except asyncio.QueueFull:
+            self.counters.footage_dropped += 1
+
+    async def _footage(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            k = await self.footage.get()
+            try:
+                await loop.run_in_executor(self._footage_executor, self.keeper.add, k)
+            except (OSError, ValueError) as e:  # a full disk must not stop the monitor
+                self.counters.footage_errors += 1
+                if self.counters.footage_errors in (1, 10, 100) or not (
+                    self.counters.footage_errors % 1000
+                ):
+                    log.error("footage not kept (%d so far): %s", self.counters.footage_errors, e)
 
     def _stalled(self) -> None:
         """No frame for ``stall_s``: a health fault for the alarm engine (it releases any limit)."""
@@ -269,6 +351,9 @@ class Monitor:
             await asyncio.get_running_loop().run_in_executor(self._executor, take)
             self.model_dir = cand.path
             self.counters.swaps += 1
+            self.keeper.model = cand.version
+            self.drift.acknowledge()  # a new model: a new reference for drift
+            self.drift_event = None
             self.last_swap = {"time": time.time(), "path": str(where), "ok": True}
             self.last_swap["version"] = cand.version
             log.info("model swapped: %s -> %s (%s)", previous, cand.version, where)
@@ -356,6 +441,8 @@ class Monitor:
                 self.store.write_command(p["cmd"].reason, a.requested, a.read_back, a.confirmed)
             elif kind == "health":
                 self.store.write_health(p["reason"], p["code"], self.counters.dropped_frames)
+            elif kind == "drift":
+                write_event(self.store, p["event"])
             elif kind == "model":
                 tags = {"line": self.store.line, "event": p["event"], "version": p["version"]}
                 tags |= {k: str(p[k])[:200] for k in ("previous", "error") if p.get(k)}
@@ -384,6 +471,8 @@ class Monitor:
             "model_swap": self.last_swap,
             "frame_age_s": round(time.monotonic() - self._last_frame, 3),
             "plc_ok": bool(self.inputs.ok) if self.inputs is not None else None,
+            "drift": self.drift_event,
+            "footage": dict(self.keeper.counts),
             "counters": {k: v for k, v in asdict(self.counters).items() if k != "latencies_ms"},
         }
         tmp = path.with_name(f".{path.name}.tmp")
@@ -403,6 +492,11 @@ class Monitor:
             await self.act.close()
         while not self.telemetry.empty():
             self._write([self.telemetry.get_nowait()])
+        self._footage_executor.shutdown(wait=True)  # the keeper's last step ends first
+        with contextlib.suppress(Exception):  # unfinished footage is not known to be normal
+            while not self.footage.empty():
+                self.keeper.add(self.footage.get_nowait())
+            self.keeper.close()
         self.write_health(Path(self.cfg.monitor.health_file))
         self._executor.shutdown(wait=True)
 

@@ -28,6 +28,7 @@ class Observation(NamedTuple):
     frame: np.ndarray  # (size, size, 3) RGB uint8
     sensors: np.ndarray  # (S,) float32, NaN where unknown
     line_state: str | None  # from the source itself (the simulator), else None
+    raw: np.ndarray | None = None  # the camera frame as captured (BGR), for the footage keeper
 
 
 class Pacer:
@@ -46,14 +47,16 @@ class Pacer:
         await asyncio.sleep(max(delay, 0.0))
 
 
-async def sim_source(line: Any, size: int, speed: float) -> AsyncIterator[Observation]:
-    """The simulated line, live: one observation per camera frame."""
+async def sim_source(line: Any, size: int, speed: float, roi=None) -> AsyncIterator[Observation]:
+    """The simulated line, live: one observation per camera frame, cropped to the model's
+    ``roi`` and resized exactly as footage is (``fit_frame``)."""
     pacer = Pacer(speed)
     while True:
         f = line.step()
         await pacer.wait(f.t)
-        rgb = cv2.resize(f.frame, (size, size), interpolation=cv2.INTER_AREA)
-        yield Observation(f.t, rgb, np.asarray(f.sensors, np.float32), f.state)
+        bgr = cv2.cvtColor(f.frame, cv2.COLOR_RGB2BGR)
+        sensors = np.asarray(f.sensors, np.float32)
+        yield Observation(f.t, fit_frame(bgr, size, roi), sensors, f.state, bgr)
 
 
 async def video_source(
@@ -93,7 +96,7 @@ async def video_source(
                 row = sensors[min(int(round(t * sensor_fps)), len(sensors) - 1)]
             else:
                 row = np.full(width, np.nan, np.float32)
-            yield Observation(t, fit_frame(frame, size, roi), row, None)
+            yield Observation(t, fit_frame(frame, size, roi), row, None, frame)
             i += 1
     finally:
         cap.release()

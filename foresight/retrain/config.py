@@ -14,7 +14,7 @@ class RetrainConfig(BaseModel):
         "models", description="versions live in MODELS_DIR/<line>/v0001...; 'current' points at one"
     )
     archive: str | None = Field(
-        None, description="footage folder to fine-tune on (the monitor's rolling archive)"
+        None, description="footage folder to fine-tune on; none = the monitor's rolling archive"
     )
     regression_dir: str | None = Field(
         None, description="labelled incident clips (labels.json) every candidate must alarm on"

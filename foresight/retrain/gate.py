@@ -31,7 +31,6 @@ import numpy as np
 from scipy import stats
 
 from foresight.alarms.config import AlarmConfig
-from foresight.drift.run import model_roi
 from foresight.evaluate.run import Recording, load_recordings
 from foresight.model.checkpoint import ModelBundle, load_model
 from foresight.pipeline import Pipeline
@@ -46,7 +45,7 @@ def recordings(dirs: list[Path], bundle: ModelBundle) -> list[Recording]:
     d = bundle.data
     return list(
         load_recordings(dirs, int(d["image_size"]), float(d["fps"]), tuple(d.get("channels", ())),
-                        model_roi(bundle))
+                        bundle.roi)
     )  # fmt: skip
 
 

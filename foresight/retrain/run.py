@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from foresight.config import Config
 from foresight.errors import InputError
 from foresight.ingest.discover import find_videos
+from foresight.monitor.config import archive_folder
 from foresight.retrain.config import RetrainConfig
 from foresight.retrain.gate import run_gate
 from foresight.retrain.versions import Versions, atomic_write
@@ -201,9 +202,7 @@ def retrain(
 
     by = by or getpass.getuser()
     prog = progress or Progress(show)
-    folder = data or (Path(rcfg.archive) if rcfg.archive else None)
-    if folder is None:
-        raise InputError("retrain needs footage: give --data DIR or set retrain.archive")
+    folder = data or (Path(rcfg.archive) if rcfg.archive else archive_folder(cfg.monitor))
     vs = versions_of(cfg, rcfg)
     current = current_model(cfg, rcfg, by)
     prog(0.02, f"current model {current.name}")
@@ -216,7 +215,7 @@ def retrain(
         tcfg = cfg.train.model_copy(
             update={"max_steps": rcfg.max_steps, "max_minutes": rcfg.max_minutes}
         )
-        fit(cfg.model_copy(update={"train": tcfg}), work / "train", work / "model",
+        fit(tuning_config(cfg, current, tcfg), work / "train", work / "model",
             init=current, progress=show)  # fmt: skip
         prog(0.4, "fine-tuned and recalibrated; gating")
         regression = Path(rcfg.regression_dir) if rcfg.regression_dir else None
@@ -240,6 +239,22 @@ def retrain(
         shutil.rmtree(work, ignore_errors=True)
         if progress is None:
             prog.close()
+
+
+def tuning_config(cfg: Config, current: Path, tcfg) -> Config:
+    """The fine-tuning configuration: the current model's own input geometry (sampling, channels
+    and camera crop, from its card: a fine-tune must see what the model was built for) with
+    ``tcfg`` as the training budget."""
+    from foresight.ingest.config import DataConfig
+    from foresight.model.checkpoint import read_card
+
+    trained = read_card(current).get("config", {})
+    update: dict[str, Any] = {"train": tcfg}
+    if "data" in trained:
+        update["data"] = DataConfig(**trained["data"])
+    roi = (trained.get("ingest") or {}).get("roi")
+    update["ingest"] = cfg.ingest.model_copy(update={"roi": tuple(roi) if roi else None})
+    return cfg.model_copy(update=update)
 
 
 def promote(cfg: Config, rcfg: RetrainConfig, version: str, by: str, reason: str = "") -> Path:
