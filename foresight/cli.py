@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     from foresight.bench.faults import register as register_faults
 
     register_faults(bsub)
+    from foresight.bench.loop import register as register_loop
+
+    register_loop(bsub)
     from foresight.retrain.cli import register as register_retrain
     from foresight.retrain.cli import register_bench as register_bench_drift
 

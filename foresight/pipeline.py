@@ -39,6 +39,8 @@ RUNNING_FRACTION = 0.3  # the line runs while its belt (or motion) is above this
 FROZEN_DIFF = 0.05  # mean absolute grey-level change below which two frames count as identical
 
 
+#: health faults that say the picture no longer fits the model (not that camera or sensors fail)
+MISFIT = ("global_change", "obstructed")
 OCCLUSION_HOLD_S = 0.5  #: the score stays withheld this long after an occlusion has gone
 OCCLUSION_HEALTH_S = 10.0  #: occluded this long without a break: health fault "obstructed"
 
@@ -194,6 +196,18 @@ class StepOutput:
     suspended: bool
     occluded: bool = False
     residual: Residual | None = field(repr=False, default=None)
+
+    @property
+    def calm(self) -> bool:
+        """The line runs, no slow-down is up, and camera and sensors work: a step of the line's
+        ordinary operation as it looks now. The drift detector and the footage archive take
+        these. Kept in: ``watch``, occlusions (hands and shadows are normal plant life) and the
+        health faults that only say the model no longer fits the picture (``MISFIT``): a
+        drifted line (new product, new light) scores higher, sits in watch, trips the occlusion
+        gate, and its footage is exactly what drift detection and a retrain need. Left out:
+        slow-down and recovery (possible precursors), a stopped line, camera or sensor faults."""
+        fits = self.health is None or self.health in MISFIT
+        return self.running and self.state not in ("slowdown", "recovering") and fits
 
     def record(self, horizons: tuple[float, ...]) -> dict[str, Any]:
         """A JSON-friendly summary (the replay line, the store row)."""

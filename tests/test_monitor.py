@@ -81,3 +81,20 @@ def test_slowdown_reaches_the_plc_and_is_confirmed(tiny_model, tmp_path):
     # Alarmed footage is never archived as normal; the alarm leaves an evidence clip.
     assert not list((tmp_path / "archive").glob("*.mp4"))
     assert len(list((tmp_path / "clips").glob("*.webm"))) == 1
+
+
+def test_model_ticks_stay_on_the_training_grid_with_a_25_fps_camera(tiny_model, tmp_path):
+    """10 model steps per second of footage from a 25 fps camera, as ingest samples training
+    footage (a tick one period after the frame used gave 8.3 per second)."""
+    cfg = _cfg(tmp_path, tiny_model)
+
+    async def at_25_fps(source):
+        i = 0
+        async for obs in source:
+            yield obs._replace(t=i / 25.0)
+            i += 1
+            if i == 25 * 6:
+                return
+
+    c = asyncio.run(run_monitor(cfg, wrap_source=at_25_fps))
+    assert c.frames == 150 and c.steps + c.skipped_ticks == 60

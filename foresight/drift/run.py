@@ -1,8 +1,8 @@
 """Drive the monitor's pipeline with a drift detector over footage or the simulated line.
 
 ``scan`` is what the monitor does per step, offline: ``Pipeline.step`` then
-``DriftDetector.update`` with the step's residual, usable when the alarm engine was ``normal``,
-the line running and the picture not occluded (the steps that also teach the tracker's trend).
+``DriftDetector.update`` with the step's residual, usable when the step was calm
+(``StepOutput.calm``: line running, no slow-down up, camera and sensors working).
 ``false_drift_rate`` scans long runs of normal simulated operation (no faults, no drift) and
 counts detections per 24 h of line time.
 """
@@ -50,9 +50,11 @@ def sim_steps(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The simulated line at the model's rate, cropped to ``roi`` and resized like ingest:
     (frame (S, S, 3) uint8 RGB, raw sensors (6,))."""
+    from foresight.sim.camera import CodecStream
     from foresight.sim.line import LineSim
 
     line = LineSim(sim, seed=sim.seed if seed is None else seed, horizon_s=seconds + 1.0)
+    line = CodecStream(line, sim.fps)  # as recorded footage looks
     half, next_t = 0.5 / sim.fps, 0.0
     f = line.step()
     for _ in range(int(round(seconds * fps))):
@@ -87,8 +89,7 @@ def scan(
     for k, (frame, raw) in enumerate(tqdm(steps, total=total, disable=not progress, desc="drift")):
         now = t0 + k / pipe.fps
         out = pipe.step(frame, raw, now)
-        usable = out.state == "normal" and out.running and not out.occluded and out.health is None
-        ev = det.update(out.residual, usable, now)
+        ev = det.update(out.residual, out.calm, now)
         n = k + 1
         if ev is not None:
             log.info("drift at %.0f s: %s (rise %.2f)", now, ev.kind, ev.rise)
@@ -119,7 +120,12 @@ def false_drift_rate(
     if not (hours > 0 and math.isfinite(hours)) or runs < 1:
         raise InputError(f"false_drift_rate needs hours > 0 and runs >= 1, got {hours}, {runs}")
     normal = sim.model_copy(
-        update={"faults_per_hour": 0.0, "bearing_wear_per_hour": 0.0, "lighting_change_at": None}
+        update={
+            "faults_per_hour": 0.0,
+            "bearing_wear_per_hour": 0.0,
+            "lighting_change_at": None,
+            "supplier_change_at": None,
+        }
     )
     pipe = _load(model)
     size, fps = int(pipe.bundle.data["image_size"]), pipe.fps

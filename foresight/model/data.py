@@ -36,13 +36,14 @@ class SimStream:
         self._val = val_windows
 
     def _line(self, k: int):
+        from foresight.sim.camera import CodecStream
         from foresight.sim.line import LineSim
 
         sim = self.cfg.sim.model_copy(update={"faults_per_hour": 0.0})
         fields = type(sim).model_fields
         if self.lines > 1 and "appearance_seed" in fields:
             sim = sim.model_copy(update={"appearance_seed": k % self.lines})
-        return LineSim(sim, seed=self.seed * 1_000_003 + k)
+        return CodecStream(LineSim(sim, seed=self.seed * 1_000_003 + k), sim.fps)
 
     def _windows_from(self, line, n: int, window: int, skip_s: float) -> Iterator:
         """Consecutive windows at the model's rate: the camera frame nearest each model instant."""

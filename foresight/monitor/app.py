@@ -50,7 +50,9 @@ def make_source(cfg: Config, pipe: Pipeline, line: Any):
     spec = cfg.monitor.source
     roi = pipe.bundle.roi
     if spec == "sim":
-        return sim_source(line, size, cfg.monitor.speed, roi)
+        from foresight.sim.camera import CodecStream
+
+        return sim_source(CodecStream(line, cfg.sim.fps), size, cfg.monitor.speed, roi)
     sensors = None
     if cfg.monitor.sensors:
         from foresight.replay import read_sensors, steps_for
@@ -69,16 +71,19 @@ async def run_monitor(
     *,
     wrap_source: Callable[[Any], Any] | None = None,
     on_start: Callable[[Monitor], Any] | None = None,
+    line: Any = None,
 ) -> Counters:
-    """Run the monitor until stopped (signal, ``stop``, end of source or ``duration_s``)."""
+    """Run the monitor until stopped (signal, ``stop``, end of source or ``duration_s``).
+
+    ``line``: the simulated line to watch when ``monitor.source`` is ``sim`` (default: a new
+    ``LineSim`` of ``cfg.sim``); benchmarks pass their own to observe it."""
     from foresight.plc import make_actuator
     from foresight.store import Store
 
     where = model_path(cfg)
     bundle = load_model(where)
     pipe = Pipeline(bundle)
-    line = None
-    if cfg.monitor.source == "sim":
+    if line is None and cfg.monitor.source == "sim":
         from foresight.sim.line import LineSim
 
         line = LineSim(cfg.sim, seed=cfg.sim.seed)

@@ -12,10 +12,11 @@ counted) and the keeper does its encoding in its own thread, off the PLC path.
   A segment holds consecutive model steps only: when the model skipped ticks (it fell behind) the
   segment ends there, since a gap would make the footage look faster than the line ran; segments
   under ``MIN_SEGMENT_S`` are not kept.
-  Only *normal* footage goes in: a segment is written while the line runs, the alarm engine is in
-  ``normal`` or ``watch`` (not alarmed: a drifted line scores higher, and the retrain that follows
-  a drift needs exactly that footage), the picture is not occluded and the model is healthy;
-  anything else ends it. Footage
+  Only *normal* footage goes in: a segment is written while the step is calm
+  (``StepOutput.calm``: the line runs, no slow-down is up, camera and sensors work; watch,
+  hands and shadows, and a model that no longer fits the picture are normal footage: a drifted
+  line scores higher, and the retrain that follows a drift needs exactly that footage); anything
+  else ends it. Footage
   leading up to an alarm or a stop is a possible precursor (a jam the model missed looks normal
   until the stop), so a segment is finalised only once ``guard_s`` seconds of normal footage have
   followed it; an alarm, a health fault or a stop within that guard deletes it instead (all stops

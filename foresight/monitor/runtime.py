@@ -23,9 +23,9 @@ Tasks and the policy of each queue between them:
   segment).
 
 Every step also feeds the **drift detector** (``foresight.drift``) with its residual when the step
-was scored normal, running, unoccluded and healthy; a detection is logged, stored as a ``drift``
-point and shown in the health file until a new model is swapped in (which restarts the
-detector's reference).
+was calm (``StepOutput.calm``: running, no slow-down, camera and sensors working); a detection
+is logged, stored as a ``drift`` point and shown in the health file until a new model is swapped
+in (which restarts the detector's reference).
 
 A **camera stall** (no frame for ``monitor.stall_s``) is a model-health fault: the alarm engine
 gets an unhealthy tick (its policy: any slow-down released, never one started), the health file
@@ -239,7 +239,9 @@ class Monitor:
                 continue  # between model ticks
             late = int((obs.t - self._next_tick) / period)
             self.counters.skipped_ticks += max(late, 0)
-            self._next_tick = max(self._next_tick + period, obs.t + period - 1e-9)
+            # Ticks stay on the k / fps grid, as ingest samples footage for training: stepping
+            # one period after the frame used instead ran a 25 fps camera at 8.3 model steps/s.
+            self._next_tick += period * (max(late, 0) + 1)
             running = self._running(obs)
             publish = time.monotonic() >= self._next_publish
             if publish:
@@ -265,8 +267,7 @@ class Monitor:
 
     def _drift(self, out: StepOutput) -> None:
         """Feed the drift detector; a detection is logged, stored and shown until a swap."""
-        usable = out.state == "normal" and out.running and not out.occluded and out.health is None
-        ev = self.drift.update(out.residual, usable, out.t)
+        ev = self.drift.update(out.residual, out.calm, out.t)
         if ev is not None:
             self.counters.drift_events += 1
             self.drift_event = ev.to_dict()
@@ -275,10 +276,7 @@ class Monitor:
 
     def _keep(self, obs: Observation, out: StepOutput, onset: bool, expected) -> None:
         """Queue the step for the footage keeper (full queue: this step is dropped, counted)."""
-        # "watch" is kept: drifted footage scores higher, and a retrain needs exactly that footage
-        calm = out.state in ("normal", "watch")
-        normal = out.running and calm and not out.occluded and out.health is None
-        k = Kept(time.time_ns(), obs.t, obs.raw, obs.frame, obs.sensors, normal, onset)
+        k = Kept(time.time_ns(), obs.t, obs.raw, obs.frame, obs.sensors, out.calm, onset)
         if expected is not None:
             res = out.residual
             k.expected, horizon = expected

@@ -21,6 +21,8 @@ def _settings(args: argparse.Namespace):
         rcfg = rcfg.model_copy(update={"models_dir": args.models_dir})
     if getattr(args, "max_steps", None):
         rcfg = rcfg.model_copy(update={"max_steps": args.max_steps})
+    if getattr(args, "recent_hours", None):
+        rcfg = rcfg.model_copy(update={"recent_hours": args.recent_hours})
     for key in ("sample_seconds", "min_samples"):
         if getattr(args, key, None):
             dcfg = dcfg.model_copy(update={key: getattr(args, key)})
@@ -66,7 +68,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
     cfg, _, dcfg = _settings(args)
     sim = cfg.sim.model_copy(
-        update={"bearing_wear_per_hour": args.wear, "lighting_change_at": args.lighting_at}
+        update={
+            "bearing_wear_per_hour": args.wear,
+            "lighting_change_at": args.lighting_at,
+            "supplier_change_at": args.supplier_at,
+        }
     )
     res = drift_run(Path(args.model), sim, dcfg, minutes=args.minutes, progress=not args.quiet)
     for ev in res.events:
@@ -95,6 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="footage folder (default retrain.archive)")
     p.add_argument("--models-dir", help="override retrain.models_dir")
     p.add_argument("--max-steps", type=int, help="override retrain.max_steps")
+    p.add_argument(
+        "--recent-hours", type=float, help="only the archive's last H hours (retrain.recent_hours)"
+    )
     p.add_argument("--regression", help="labelled incident clips (override retrain.regression_dir)")
     p.add_argument("--approve", metavar="VERSION", help="promote a version that passed its gate")
     p.add_argument("--rollback", action="store_true", help="go back to the previous version")
@@ -110,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=30.0, help="simulated minutes")
     p.add_argument("--wear", type=float, default=0.0, help="bearing wear, mm/s per hour")
     p.add_argument("--lighting-at", type=float, help="lighting change at this second")
+    p.add_argument("--supplier-at", type=float, help="new carton supplier at this second")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_drift)
 

@@ -19,6 +19,12 @@ class RetrainConfig(BaseModel):
     regression_dir: str | None = Field(
         None, description="labelled incident clips (labels.json) every candidate must alarm on"
     )
+    recent_hours: float | None = Field(
+        None,
+        gt=0,
+        description="fine-tune on the archive's last this many hours only (after a change: the "
+        "footage since it); none = all of the archive",
+    )
     max_steps: int = Field(300, ge=1, description="fine-tuning steps")
     max_minutes: float | None = Field(30.0, gt=0, description="fine-tuning wall-clock budget")
     holdout_fraction: float = Field(

@@ -100,19 +100,25 @@ def clip_span(video: Path) -> tuple[int, int] | None:
 
 
 def select_footage(
-    folder: Path, rcfg: RetrainConfig, incidents: list[int]
+    folder: Path, rcfg: RetrainConfig, incidents: list[int], now_ns: int | None = None
 ) -> tuple[list[Path], list[Path], dict[str, Any]]:
-    """(training clips, held-out clips, notes): incidents left out, newest clips held out."""
+    """(training clips, held-out clips, notes): incidents left out, clips older than
+    ``rcfg.recent_hours`` before ``now_ns`` (default: now) left out, newest clips held out."""
     if not Path(folder).is_dir():
         raise InputError(f"{folder}: no such footage folder")
     videos = [v.path for v in find_videos([Path(folder)])]
     spans = {v: clip_span(v) for v in videos}
     videos.sort(key=lambda v: (spans[v][0] if spans[v] else v.stat().st_mtime_ns, v.name))
     margin = int(rcfg.exclude_margin_s * 1e9)
-    kept, left_out = [], []
+    since = None
+    if rcfg.recent_hours is not None:
+        since = (now_ns or time.time_ns()) - int(rcfg.recent_hours * 3600e9)
+    kept, left_out, older = [], [], []
     for v in videos:
         s = spans[v]
-        if s is not None and any(s[0] - margin <= a <= s[1] + margin for a in incidents):
+        if since is not None and (s is None or s[0] < since):
+            older.append(v.name)  # an untimed clip cannot be shown to be recent
+        elif s is not None and any(s[0] - margin <= a <= s[1] + margin for a in incidents):
             left_out.append(v.name)
         else:
             kept.append(v)
@@ -122,6 +128,7 @@ def select_footage(
     notes = {
         "clips": len(videos),
         "excluded_incidents": left_out,
+        "older_than_recent_hours": len(older),
         "untimed_clips": sum(1 for v in videos if spans[v] is None),
     }
     return kept[:-n_hold], kept[-n_hold:], notes

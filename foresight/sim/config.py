@@ -46,6 +46,12 @@ class SimConfig(BaseModel):
     lighting_change_at: float | None = Field(
         None, ge=0, description="seconds from start when the lighting changes (a slow drift)"
     )
+    supplier_change_at: float | None = Field(
+        None,
+        ge=0,
+        description="seconds from start when carton blanks from a new supplier feed in (the next "
+        "of the line's products, without a stop): a lasting change that calls for a retrain",
+    )
     appearance_seed: int = Field(
         0,
         ge=0,

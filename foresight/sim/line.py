@@ -72,6 +72,7 @@ class LineSim:
         self.conveyor = Conveyor(self.look.products, r_cart)
         self.conveyor.product = int(r_sched.integers(len(self.look.products)))
         self._setup_product = self.conveyor.product
+        self._supplier_at = cfg.supplier_change_at
         v_nom = sc.PITCH * cfg.setpoint_cpm / 60.0 * sc.M_PER_SU
         self.sensors = SensorModel(r_noise, self.dt, cfg.bearing_wear_per_hour, v_nom)
         self.lighting = Lighting(cfg.flicker_amplitude, cfg.lighting_change_at, r_light)
@@ -241,6 +242,10 @@ class LineSim:
         if happened is not None:
             self._on_drive_event(happened, t)
         self._update_fault(t)
+        if self._supplier_at is not None and t >= self._supplier_at:
+            self._supplier_at = None  # new blanks: the cartons fed from now on look different
+            self.conveyor.product = (self.conveyor.product + 1) % len(self.look.products)
+            self._setup_product = self.conveyor.product
         if self._clear_at is not None and t >= self._clear_at:
             self.conveyor.clear_jam()
             self._clear_at = None
