@@ -103,13 +103,27 @@ def _describe_train(res) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from foresight.demo import run_demo
+    from foresight.demo import run_demo, run_live_demo
 
-    print(
-        run_demo(
-            _config(args), Path(args.out), args.minutes, args.train_minutes, progress=not args.quiet
+    cfg = _config(args)
+    if args.offline:
+        minutes = args.minutes or 6.0
+        print(run_demo(cfg, Path(args.out), minutes, args.train_minutes, progress=not args.quiet))
+        return 0
+    if args.model:
+        cfg = cfg.model_copy(
+            update={"monitor": cfg.monitor.model_copy(update={"model": args.model})}
         )
+    from foresight.dashboard.cli import dashboard_env
+
+    summary = run_live_demo(
+        cfg,
+        minutes=args.minutes,
+        fault_every=args.fault_every,
+        dashboard=not args.no_dashboard,
+        env=dashboard_env(args),
     )
+    print(summary)
     return 0
 
 
@@ -267,9 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on embedded defaults (no PLC, DB or camera)")
     _add_config_args(p)
-    p.add_argument("--out", default="runs/demo", help="working directory")
-    p.add_argument("--minutes", type=float, default=6.0, help="minutes of normal footage")
-    p.add_argument("--train-minutes", type=float, default=3.0, help="training budget")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes (default: Ctrl-C)")
+    p.add_argument("--model", help="model to watch the line with (default data_samples/model)")
+    p.add_argument(
+        "--fault-every",
+        type=float,
+        default=60.0,
+        help="start a fault every N s of line time (0: none)",
+    )
+    p.add_argument("--no-dashboard", action="store_true", help="the monitor only")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="instead: simulate, ingest and train for a few minutes, print prediction quality",
+    )
+    p.add_argument("--out", default="runs/demo", help="--offline: working directory")
+    p.add_argument("--train-minutes", type=float, default=3.0, help="--offline: training budget")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 

@@ -1,18 +1,30 @@
 """``foresight demo``: the main job on embedded defaults, with no PLC, database or camera.
 
-Today it simulates a few minutes of the cartoning line (with faults and their labels), ingests the
-normal footage into training shards, trains a world model for a short budget and prints how well it
-predicts each horizon against the copy-last-frame and linear-extrapolation baselines. As the monitor
-lands it will grow into the live monitor with its dashboard.
+**Live** (the default): the always-on monitor on the simulated line, watched by the sample model
+in ``data_samples/model`` (or ``--model``), with the in-process OPC UA PLC simulator that really
+slows the simulated feeder, the local store, and the operators' dashboard (Streamlit on
+127.0.0.1). A newcomer sees the live picture, what the model expected, the residual trend, and
+what happens when a fault starts: so that this takes a minute and not the line's natural 6 faults
+an hour, the demo starts one every ``--fault-every`` seconds of line time (the fault types in
+turn). Whether each is alarmed is the model's business: the sample model is small and trained
+for minutes, so it misses many (see BENCHMARKS.md). It runs until Ctrl-C or ``--minutes``.
+
+**Offline** (``--offline``): simulates a few minutes of the line (with faults and their labels),
+ingests the normal footage, trains a world model for a short budget and prints how well it
+predicts each horizon against the copy-last-frame and linear-extrapolation baselines.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 from foresight.config import Config
+from foresight.errors import ConfigError
 from foresight.ingest import run_ingest
 
 log = logging.getLogger(__name__)
@@ -62,3 +74,67 @@ def run_demo(cfg: Config, out: Path, minutes: float, train_minutes: float, progr
             )
         lines.append(row)
     return "\n".join(lines)
+
+
+def run_live_demo(
+    cfg: Config,
+    *,
+    minutes: float | None,
+    fault_every: float,
+    dashboard: bool,
+    env: dict[str, str] | None = None,
+) -> str:
+    """The monitor on the simulated line with the dashboard; returns the monitor's summary."""
+    from foresight.dashboard.cli import streamlit_command
+    from foresight.monitor.app import describe, run_monitor
+    from foresight.sim.config import FAULT_TYPES
+    from foresight.sim.line import LineSim
+
+    if cfg.monitor.source != "sim":
+        raise ConfigError("demo: monitor.source must be 'sim' (use `foresight monitor` otherwise)")
+    line = LineSim(cfg.sim, seed=cfg.sim.seed)
+    ui = None
+    if dashboard:
+        host, port = cfg.dashboard.host, cfg.dashboard.port
+        ui_log = Path(cfg.monitor.health_file).with_name("dashboard.log")
+        ui_log.parent.mkdir(parents=True, exist_ok=True)
+        with ui_log.open("ab") as fh:
+            ui = subprocess.Popen(streamlit_command(host, port), env=env, stdout=fh, stderr=fh)
+        print(f"dashboard: http://{host}:{port}  (Ctrl-C stops the demo; log {ui_log})", flush=True)
+
+    async def faults(stop: asyncio.Event) -> None:
+        k, next_at = 0, fault_every
+        while not stop.is_set():
+            if fault_every > 0 and line.t >= next_at:
+                kind = FAULT_TYPES[k % len(FAULT_TYPES)]
+                line.inject_fault(kind)
+                print(f"line time {line.t:6.0f} s: a {kind} fault starts", flush=True)
+                k, next_at = k + 1, line.t + fault_every
+            await asyncio.sleep(0.2)
+
+    async def main() -> str:
+        stop = asyncio.Event()
+        if minutes:
+            asyncio.get_running_loop().call_later(minutes * 60.0, stop.set)
+        task = asyncio.create_task(faults(stop))
+        try:
+            return describe(await run_monitor(cfg, stop, line=line))
+        finally:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    print(f"monitor: simulated line, model {cfg.monitor.model or 'data_samples/model'}; "
+          f"health file {cfg.monitor.health_file}, store {cfg.store.path}", flush=True)  # fmt: skip
+    try:
+        return asyncio.run(main())
+    finally:
+        if ui is not None:
+            ui.terminate()
+            try:
+                ui.wait(10)
+            except subprocess.TimeoutExpired:
+                ui.kill()
+            if ui.returncode not in (0, -15, None):
+                log.warning("dashboard exited with %s (see %s)", ui.returncode, ui_log)

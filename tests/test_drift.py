@@ -85,3 +85,28 @@ def test_config_is_validated():
         DriftConfig(sample_seconds=0)
     with pytest.raises(ValueError):
         DriftConfig(detector="cusum")
+
+
+def test_a_change_all_along_the_line_is_a_plant_change_a_local_one_is_not():
+    """A new carton supplier changes every carton on the belt: a band across the picture, few
+    regions in all; the same number of regions at one place is no plant change."""
+    from foresight.drift.changes import explain
+    from foresight.residuals.tracker import COMPONENTS
+
+    cfg = DriftConfig()
+    ref = {
+        "score": np.asarray(1.0),
+        "parts": np.zeros((len(COMPONENTS), 3)),
+        "regions": np.zeros(16 * 16),
+        "sensors": np.zeros(2),
+    }
+    band = ref["regions"].copy().reshape(16, 16)
+    band[7, 1:15] = band[8, 1:15] = 4.0  # 28 regions in a band across the width
+    blob = ref["regions"].copy().reshape(16, 16)
+    blob[4:9, 4:10] = 4.0  # 30 regions at one place
+    parts = ref["parts"].copy()
+    parts[COMPONENTS.index("pixel")] = 3.0
+    for regions, kind in ((band, "plant_change"), (blob, "unclear")):
+        recent = ref | {"regions": regions.ravel(), "parts": parts, "score": np.asarray(4.0)}
+        ev = explain(cfg, ref, recent, ("a", "b"), 100.0, 3.0, 40)
+        assert ev.kind == kind and ev.region_fraction < cfg.broad_fraction and not ev.sensors

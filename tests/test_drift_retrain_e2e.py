@@ -2,12 +2,13 @@
 
 The line's carton supplier changes (``sim.supplier_change_at``: new blanks, the cartons look
 different from then on, no stop). The monitor keeps running; its drift detector raises the
-event; its rolling archive holds the new footage; ``retrain`` fine-tunes on the archive's
-footage since the drift (``retrain.recent_hours``), the
-gate passes, an operator promotes the candidate, and the monitor swaps models between two frames
-without stopping. Under the new model the residuals are back at their old level. (A deliberately
-bad candidate is rejected by the same gate: ``test_gate_rejects_a_broken_candidate`` in
-``test_retrain.py``; a model the monitor cannot take is refused: ``test_monitor_swap.py``.)
+event (a plant change) and, as configured (``retrain.on_drift``), queues a retrain request; its
+rolling archive holds the new footage; the retrain service takes the request and fine-tunes on
+the archive's footage since the drift, the gate passes, an operator promotes the candidate, and
+the monitor swaps models between two frames without stopping. Under the new model the residuals
+are back at their old level. (A deliberately bad candidate is rejected by the same gate:
+``test_gate_rejects_a_broken_candidate`` in ``test_retrain.py``; a model the monitor cannot take
+is refused: ``test_monitor_swap.py``.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import numpy as np
 
 from foresight.config import load_config
+from foresight.dashboard import requests as rq
 from foresight.model.fit import fit
 from foresight.monitor.app import run_monitor
 from foresight.retrain import run
@@ -51,6 +53,8 @@ def test_supplier_change_drifts_retrains_and_swaps_without_stopping(tmp_path):
         "monitor.footage.segment_s=20",
         "monitor.footage.guard_s=5",
         "train.max_steps=100",
+        "retrain.on_drift=true",  # the monitor queues the retrain itself ...
+        "retrain.on_drift_wait_hours=0.003",  # ... due after 11 s of footage since the drift
     ]
     cfg = load_config(preset="tiny", environ={}, overrides=over)
     simulate_to_dir(cfg.sim, tmp_path / "normal", hours=8 / 60, progress=False)
@@ -74,6 +78,7 @@ def test_supplier_change_drifts_retrains_and_swaps_without_stopping(tmp_path):
         }
     )
     archive = tmp_path / "mon" / "archive"
+    requests = tmp_path / "mon" / "requests"
     seen: dict = {}
 
     def new_segments() -> int:
@@ -94,13 +99,17 @@ def test_supplier_change_drifts_retrains_and_swaps_without_stopping(tmp_path):
         await _until(lambda: m.drift_event is not None, 240, "the drift event")
         seen["drift"], seen["drift_ns"] = m.drift_event, time.time_ns()
         await _until(lambda: new_segments() >= 6, 180, "footage of the new cartons")
-        # The operator retrains on the footage since the drift (retrain.recent_hours).
-        recent = (time.time_ns() - seen["drift_ns"]) / 3.6e12
-        rc = rcfg.model_copy(update={"recent_hours": recent})
-        res = await asyncio.to_thread(run.retrain, live, rc, by="op", show=False)
-        seen["retrain"] = res
-        if res.passed:
-            run.promote(live, rcfg, res.version, by="op", reason="new supplier")
+        # The retrain service (`foresight retrain --requests DIR`) carries out the monitor's
+        # request: fine-tune on the footage since the drift, gate, version; no promotion yet.
+        queued = rq.pending(requests) + rq.in_progress(requests)
+        seen["request"] = queued[0] if queued else None
+        await asyncio.to_thread(run.serve_requests, live, rcfg, requests, False)
+        done = rq.finished(requests)
+        vs = run.versions_of(live, rcfg)
+        seen["retrain"] = (done[-1] if done else None, vs.names(), vs.current)
+        if done and done[-1].ok:
+            version = vs.names()[-1]
+            run.promote(live, rcfg, version, by="op", reason="new supplier")  # the approval
             await _until(lambda: m.counters.swaps == 1, 60, "the hot swap")
             at_swap = m.counters.steps
             await _until(lambda: m.counters.steps > at_swap + 400, 120, "steps on the new model")
@@ -108,9 +117,12 @@ def test_supplier_change_drifts_retrains_and_swaps_without_stopping(tmp_path):
         return await task
 
     counters = asyncio.run(scenario())
-    drift, res = seen["drift"], seen["retrain"]
-    assert drift["t"] > CHANGE_AT and drift["components"]["pixel"] > 1.0
-    assert res.passed, res.report.get("summary")
+    drift, (req, versions, current_before) = seen["drift"], seen["retrain"]
+    assert drift["t"] > CHANGE_AT and drift["kind"] == "plant_change", drift
+    assert seen["request"].operator == "monitor (drift)"
+    assert seen["request"].params["since_ns"] == drift["time_ns"]
+    assert req is not None and req.ok, req
+    assert versions == ["v0001", "v0002"] and current_before == "v0001"  # approval needed
     assert counters.swaps == 1 and counters.swaps_refused == 0
     health = json.loads((tmp_path / "mon" / "health.json").read_text())
     assert health["model"] != "" and health["model_swap"]["ok"] and health["drift"] is None

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,3 +268,35 @@ def test_forwarder_isolates_a_refused_point_and_backs_off(tmp_path: Path, fake: 
     assert sent == [p.time_ns for i, p in enumerate(pts) if i != 13]
     assert len(Store(spool).query("m", T0, T0 + DAY)) == 20  # refused point kept locally
     spool.close()
+
+
+def test_long_windows_come_from_per_minute_rollups(tmp_path: Path) -> None:
+    """Weeks of history draw from per-minute rollups (same means, spikes kept), also for points
+    written before rollups existed (backfilled when a writer opens the store)."""
+    t0 = (time.time_ns() - 7 * 3600 * 10**9) // (60 * 10**9) * (60 * 10**9)  # a whole minute
+    rng = np.random.default_rng(0)
+    vals = rng.normal(1.0, 0.3, 6 * 3600)  # 6 h at 1 Hz
+    vals[7777] = 50.0
+    with Store.open(_cfg(tmp_path), line="l1") as store:
+        for k in range(0, len(vals), 600):
+            pts = [Point("residual", {"model": "a"}, {"score": float(v)}, t0 + (k + i) * 10**9)
+                   for i, v in enumerate(vals[k : k + 600])]  # fmt: skip
+            store.write(pts)
+        rolled = store.series("residual", "score", t0, t0 + 6 * 3600 * 10**9, 36)  # 10-min buckets
+        exact = store.series(
+            "residual", "score", t0, t0 + 6 * 3600 * 10**9, 36, tags={"model": "a"}
+        )
+        n_rollup = store.spool.read("SELECT count(*) FROM rollup")[0][0]
+    assert n_rollup == 6 * 60  # one row per minute for the one numeric field
+    np.testing.assert_allclose(rolled.mean, exact.mean, rtol=1e-9)
+    assert rolled.count.tolist() == [600] * 36 and rolled.max.max() == 50.0
+    np.testing.assert_array_equal(rolled.time_ns, exact.time_ns)
+    # A store from before rollups: drop them, reopen as a writer: backfilled from the points.
+    con = sqlite3.connect(tmp_path / "store" / "s.sqlite")
+    con.execute("DELETE FROM rollup")
+    con.execute("DELETE FROM meta WHERE key = 'rollups'")
+    con.commit()
+    con.close()
+    with Store.open(_cfg(tmp_path), line="l1") as store:
+        again = store.series("residual", "score", t0, t0 + 6 * 3600 * 10**9, 36)
+    np.testing.assert_allclose(again.mean, exact.mean, rtol=1e-9)

@@ -125,8 +125,8 @@ def trend(
     store: Store, since_ns: int, until_ns: int, max_points: int = 600, horizons: bool = True
 ) -> dict[str, Series]:
     """Bucketed ``score`` and (if ``horizons``) per-horizon residuals over the window (empty
-    when no data). Each field is one scan of the window: about 1 s per field and day of 10 Hz
-    history on a loaded 2-core machine, so long windows should skip the horizons."""
+    when no data). Windows with buckets of a minute or more read the store's per-minute rollups
+    (weeks of history in a fraction of a second); shorter ones scan the points."""
     fields = ["score", *(horizon_fields(store.latest("residual")) if horizons else [])]
     out = {}
     for f in fields:

@@ -87,6 +87,22 @@ def request_retrain(
     return _submit(directory, op, Request("retrain", time.time_ns(), op.name, reason.strip()))
 
 
+def request_retrain_after_drift(
+    directory: str | os.PathLike[str], since_ns: int, due_ns: int, reason: str
+) -> Request:
+    """The monitor's own retrain request after a plant-change drift (``retrain.on_drift``): on
+    the footage since ``since_ns``, not taken before ``due_ns``. No login: the configuration
+    allowed it, and promotion still needs an operator."""
+    params = {"since_ns": int(since_ns), "not_before_ns": int(due_ns)}
+    req = Request("retrain", time.time_ns(), "monitor (drift)", reason.strip(), params)
+    d = Path(directory)
+    for p in pending(d) + in_progress(d):
+        if p.kind == "retrain":
+            return p
+    _write(d / req.name, req)
+    return req
+
+
 def request_rollback(
     directory: str | os.PathLike[str], operator: Operator | None, model: str, reason: str = ""
 ) -> Request:
@@ -134,7 +150,10 @@ def take(directory: str | os.PathLike[str], kinds: tuple[str, ...] = KINDS) -> l
     d = Path(directory)
     (d / "taken").mkdir(parents=True, exist_ok=True)
     out = []
+    now = time.time_ns()
     for req in pending(d, kinds):
+        if int(req.params.get("not_before_ns", 0)) > now:
+            continue  # not due yet (a retrain after a drift waits for footage)
         try:
             os.rename(d / req.name, d / "taken" / req.name)
         except FileNotFoundError:

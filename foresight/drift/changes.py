@@ -24,12 +24,29 @@ from foresight.store.spool import Point
 
 #: the kinds a drift event can have, with what the operator is told
 ADVICE: dict[str, str] = {
-    "plant_change": "the picture changed broadly while the sensors did not (lighting, camera, "
-    "supplier): a reason to retrain",
+    "plant_change": "the picture changed broadly or all along the line while the sensors did not "
+    "(lighting, camera, carton supplier): a reason to retrain",
     "developing_fault": "sensor residuals rise steadily while the picture does not: a "
     "maintenance alert; do not retrain it away",
     "unclear": "the residuals rose without a clear pattern: inspect the line before deciding",
 }
+
+
+#: changed regions reaching across this share of the picture (rows or columns) are a change all
+#: along the line, not a local fault: a new carton supplier changes every carton on the belt, a
+#: band across the picture (measured: 11 % of the regions, spanning 88 % of its width), while a
+#: fault grows at one place
+SPREAD = 0.5
+
+
+def spread(regions: tuple[int, ...], n: int) -> float:
+    """The larger of the row and column extents of ``regions`` (row-major indices of a square
+    grid of ``n`` cells), as a share of the grid's side."""
+    side = int(round(math.sqrt(n)))
+    if not regions or side * side != n:
+        return 0.0
+    rows, cols = [r // side for r in regions], [r % side for r in regions]
+    return max(max(rows) - min(rows) + 1, max(cols) - min(cols) + 1) / side
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,7 @@ def explain(
         comp = np.nanmax(recent["parts"] - ref["parts"], axis=-1)
     components = {c: round(float(v), 3) for c, v in zip(COMPONENTS, comp, strict=True)}
     latent_up = components.get("latent", 0.0) > cfg.region_z
-    broad = fraction >= cfg.broad_fraction
+    broad = fraction >= cfg.broad_fraction or spread(regions, d_regions.size) >= SPREAD
     if sensors and not broad:
         kind = "developing_fault"
     elif not sensors and (broad or latent_up):

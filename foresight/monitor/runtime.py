@@ -273,6 +273,15 @@ class Monitor:
             self.drift_event = ev.to_dict()
             log.warning("drift detected (%s, rise %.2f): %s", ev.kind, ev.rise, ev.advice)
             self._emit("drift", {"event": ev})
+            if ev.kind == "plant_change" and self.cfg.retrain.on_drift:
+                from foresight.dashboard.requests import request_retrain_after_drift
+
+                due = ev.time_ns + int(self.cfg.retrain.on_drift_wait_hours * 3600e9)
+                why = f"drift: {ev.kind}, rise {ev.rise:.2f}"
+                try:
+                    request_retrain_after_drift(side_paths(self.cfg).requests, ev.time_ns, due, why)
+                except OSError as e:
+                    log.error("retrain request after the drift not written: %s", e)
 
     def _keep(self, obs: Observation, out: StepOutput, onset: bool, expected) -> None:
         """Queue the step for the footage keeper (full queue: this step is dropped, counted)."""

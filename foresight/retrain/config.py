@@ -19,6 +19,14 @@ class RetrainConfig(BaseModel):
     regression_dir: str | None = Field(
         None, description="labelled incident clips (labels.json) every candidate must alarm on"
     )
+    on_drift: bool = Field(
+        False,
+        description="when the monitor raises a plant-change drift it queues a retrain on the "
+        "footage since the drift (carried out by `foresight retrain --requests DIR`)",
+    )
+    on_drift_wait_hours: float = Field(
+        2.0, ge=0, le=24 * 30, description="footage to collect after the drift before that retrain"
+    )
     recent_hours: float | None = Field(
         None,
         gt=0,

@@ -297,7 +297,11 @@ def serve_requests(cfg: Config, rcfg: RetrainConfig, requests_dir: Path, show: b
         who = f"{req.operator} (dashboard)"
         try:
             if req.kind == "retrain":
-                res = retrain(cfg, rcfg, by=who, show=show,
+                rc = rcfg
+                if req.params.get("since_ns"):  # after a drift: the footage since it
+                    hours = max(time.time_ns() - int(req.params["since_ns"]), 1) / 3.6e12
+                    rc = rcfg.model_copy(update={"recent_hours": hours})
+                res = retrain(cfg, rc, by=who, show=show,
                               progress=Progress(show, requests_dir, req))  # fmt: skip
                 msg = res.report["summary"] + (f" -> {res.version}" if res.version else "")
                 rq.finish(requests_dir, req, res.passed, msg)

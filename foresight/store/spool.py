@@ -13,6 +13,13 @@ may be lost but the file is never left half-written. ``synchronous="full"`` fsyn
 commit (see ``StoreConfig``). The counters (rows, pending, dropped, rejected) live in the
 same file and change inside the same transactions, so they stay exact across restarts and
 across processes writing one file.
+
+**Rollups** keep long trends cheap to draw: every numeric field of the ``ROLLUP_MEASUREMENTS``
+points is also summed per minute (count, sum, min, max) in the ``rollup`` table, in the same
+transaction as the points. The dashboard reads a window of weeks from those rows instead of
+scanning millions of points; they are tiny (one row per field and minute) and kept for
+``ROLLUP_DAYS``, beyond the points' own retention. A store written before rollups existed is
+backfilled once, when a writer first opens it.
 """
 
 from __future__ import annotations
@@ -51,7 +58,25 @@ CREATE INDEX IF NOT EXISTS points_pending ON points (id) WHERE state = 0;
 CREATE INDEX IF NOT EXISTS points_series ON points (measurement, time_ns);
 CREATE INDEX IF NOT EXISTS points_time ON points (time_ns);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rollup (
+    measurement TEXT NOT NULL,
+    field TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    total REAL NOT NULL,
+    lo REAL NOT NULL,
+    hi REAL NOT NULL,
+    PRIMARY KEY (measurement, field, minute)
+) WITHOUT ROWID;
 """
+ROLLUP_MEASUREMENTS = ("residual",)  #: measurements whose fields get per-minute rollups
+ROLLUP_NS = 60 * 10**9  #: rollup bucket
+ROLLUP_DAYS = 400.0  #: rollups are kept this long (points: ``retention_days``)
+_UPSERT = (
+    "INSERT INTO rollup VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (measurement, field, minute) "
+    "DO UPDATE SET n = n + excluded.n, total = total + excluded.total, "
+    "lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)"
+)
 _COUNTERS = ("rows", "pending", "dropped", "rejected")
 
 
@@ -99,6 +124,27 @@ def _encode(p: Point) -> tuple[int, str, str, str]:
         fields[k] = v
     tags = json.dumps(dict(sorted(p.tags.items())), separators=(",", ":"))
     return p.time_ns, p.measurement, tags, json.dumps(fields, separators=(",", ":"))
+
+
+def _rollups(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Per-minute (measurement, field, minute, n, sum, min, max) of encoded point rows."""
+    acc: dict[tuple[str, str, int], list[float]] = {}
+    for t, m, _tags, fields in rows:
+        if m not in ROLLUP_MEASUREMENTS:
+            continue
+        minute = int(t) // ROLLUP_NS
+        for k, v in json.loads(fields).items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            a = acc.get((m, k, minute))
+            if a is None:
+                acc[(m, k, minute)] = [1, v, v, v]
+            else:
+                a[0] += 1
+                a[1] += v
+                a[2] = min(a[2], v)
+                a[3] = max(a[3], v)
+    return [(*key, *vals) for key, vals in acc.items()]
 
 
 def decode(row: Sequence[Any]) -> Point:
@@ -173,6 +219,16 @@ class Spool:
                 init = {"schema": SCHEMA_VERSION, "rows": rows, "pending": pending}
                 init |= {"dropped": 0, "rejected": 0}
                 con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", init.items())
+            if "rollups" not in got:  # points from before rollups: summed once
+                marks = ", ".join("?" for _ in ROLLUP_MEASUREMENTS)
+                cur = con.execute(
+                    "SELECT time_ns, measurement, tags, fields FROM points "
+                    f"WHERE measurement IN ({marks})",
+                    ROLLUP_MEASUREMENTS,
+                )
+                while chunk := cur.fetchmany(50_000):
+                    con.executemany(_UPSERT, _rollups(chunk))
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('rollups', 1)")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -229,6 +285,7 @@ class Spool:
                 "INSERT INTO points (time_ns, measurement, tags, fields) VALUES (?, ?, ?, ?)",
                 rows,
             )
+            con.executemany(_UPSERT, _rollups(rows))
             c["rows"] += len(rows)
             c["pending"] += len(rows)
 
@@ -326,6 +383,8 @@ class Spool:
             total += n
             if n < _PRUNE_CHUNK:
                 break
+        old = (now_ns - int(ROLLUP_DAYS * 86400e9)) // ROLLUP_NS
+        self._transaction(lambda con, c: con.execute("DELETE FROM rollup WHERE minute < ?", (old,)))
         if total:
             log.info("store %s: pruned %d forwarded points past retention", self.path, total)
         return total
