@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from foresight.errors import ForesightError
+from foresight.errors import ConfigError, ForesightError
 
 log = logging.getLogger("foresight")
 
@@ -209,6 +209,16 @@ def cmd_plc_sim(args: argparse.Namespace) -> int:
 
         line = LineSim(cfg.sim, seed=cfg.sim.seed)
     run_plc_sim(cfg.plc, args.host, args.port, line)
+    return 0
+
+
+def cmd_bench_dashboard(args: argparse.Namespace) -> int:
+    from foresight.dashboard.bench import bench_dashboard
+
+    if not args.days > 0:
+        raise ConfigError(f"--days: must be greater than 0 (got {args.days})")
+    md = bench_dashboard(args.days, Path(args.workdir), Path(args.benchmarks), not args.quiet)
+    print(md)
     return 0
 
 
@@ -430,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     from foresight.retrain.cli import register_bench as register_bench_drift
 
     register_bench_drift(bsub)
+    pd = bsub.add_parser("dashboard", help="trend reads over weeks of history (rollups vs scan)")
+    pd.add_argument("--days", type=float, default=7.0, help="days of 10 Hz history to write")
+    pd.add_argument("--workdir", default="runs/bench-dashboard", help="scratch folder (removed)")
+    pd.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
+    pd.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    pd.set_defaults(func=cmd_bench_dashboard)
     register_retrain(sub)
     from foresight.dashboard.cli import register as register_dashboard
 

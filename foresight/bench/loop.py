@@ -26,7 +26,9 @@ Choices (accelerated, but the same loop as on the plant):
 - **Accelerated = lock-step, flat out** (``monitor.speed = 0``). The source is wrapped so that
   the line renders its next frame only once the monitor has taken the previous one (and, on a
   model tick, finished the model step and queued its commands): no frame is dropped and no tick
-  skipped, whatever the CPU. Simulated time would otherwise run ahead of wall-clock I/O, so
+  skipped, whatever the CPU. (The simulated camera's codec, ``foresight.sim.camera``, renders a
+  group of 12 frames before the first of them is seen: the camera's 0.48 s latency, part of the
+  loop as on a plant.) Simulated time would otherwise run ahead of wall-clock I/O, so
   **while a speed-limit command is in transit** (from the model's command until the simulated
   feeder's PLC limit equals it: OPC UA write and read-back, the guard's rate limit stepped by the
   heartbeat, the PLC's scan of ``tick_s``) the line is paced at real time: every wall-clock

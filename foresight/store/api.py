@@ -237,7 +237,7 @@ class Store:
     ) -> Series | None:
         """``series`` from the per-minute rollups (buckets of whole minutes; None: a store
         without rollups, read-only, written before they existed)."""
-        width = width // ROLLUP_NS * ROLLUP_NS
+        width = -(-width // ROLLUP_NS) * ROLLUP_NS  # whole minutes, at most the buckets asked
         first, end = since_ns // ROLLUP_NS, -(-until_ns // ROLLUP_NS)
         try:
             rows = self.spool.read(

@@ -226,6 +226,7 @@ class Spool:
                     f"WHERE measurement IN ({marks})",
                     ROLLUP_MEASUREMENTS,
                 )
+                log.info("store %s: summing existing points into per-minute rollups", self.path)
                 while chunk := cur.fetchmany(50_000):
                     con.executemany(_UPSERT, _rollups(chunk))
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('rollups', 1)")
