@@ -239,8 +239,8 @@ def run_alone(sim: SimConfig, seconds: float) -> RunResult:
 class LockStep:
     """Wraps the monitor's source: one frame at a time, real time while a command is in transit."""
 
-    def __init__(self, box: dict[str, Any], seconds: float, fps: float, clamp: Any) -> None:
-        self.box, self.seconds, self.dt, self.clamp = box, seconds, 1.0 / fps, clamp
+    def __init__(self, line: TappedLine, seconds: float, fps: float, clamp: Any) -> None:
+        self.line, self.seconds, self.dt, self.clamp = line, seconds, 1.0 / fps, clamp
         self.m: Any = None
         self.stop: asyncio.Event | None = None
         self.target = 100.0
@@ -263,10 +263,9 @@ class LockStep:
 
         def tapped_put(item: Any) -> None:
             cmd, captured = item[0], item[1]
-            line = self.box.get("line")
-            t = line.t if line is not None else math.nan
+            pct = cmd.speed_limit_pct
             self.commands.append(
-                {"t": t, "captured": captured, "reason": cmd.reason, "pct": cmd.speed_limit_pct}
+                {"t": self.line.t, "captured": captured, "reason": cmd.reason, "pct": pct}
             )
             self.target = float(cmd.speed_limit_pct)
             put(item)
@@ -293,8 +292,8 @@ class LockStep:
         m.act.apply = tapped_apply
 
     def _in_transit(self) -> bool:
-        line = self.box.get("line")
-        if line is None or abs(line.speed_limit - self.clamp(self.target)) <= 0.05:
+        line = self.line
+        if abs(line.speed_limit - self.clamp(self.target)) <= 0.05:
             self._transit_since = None
             return False
         now = time.monotonic()
@@ -391,14 +390,13 @@ async def _run_monitored(cfg: Config, sim: SimConfig, seconds: float, work: Path
 
     work.mkdir(parents=True, exist_ok=True)
     mcfg = _monitor_cfg(cfg, sim, work, model)
-    box: dict[str, Any] = {}
-    lock = LockStep(box, seconds, sim.fps, Guard.from_config(mcfg.plc).clamp)
+    line = TappedLine(mcfg.sim, seed=mcfg.sim.seed)
+    lock = LockStep(line, seconds, sim.fps, Guard.from_config(mcfg.plc).clamp)
     lock.stop = stop = asyncio.Event()
-    box["line"] = TappedLine(mcfg.sim, seed=mcfg.sim.seed)
     t0 = time.monotonic()
-    c = await run_monitor(mcfg, stop, wrap_source=lock.wrap, on_start=lock.attach, line=box["line"])
+    c = await run_monitor(mcfg, stop, wrap_source=lock.wrap, on_start=lock.attach, line=line)
     wall = time.monotonic() - t0
-    line, m = box["line"], lock.m
+    m = lock.m
     counters = asdict(c)
     counters["wall_s"] = wall
     counters["alarm_level"] = float(m.pipe.thr.alarm)

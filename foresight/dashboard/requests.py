@@ -70,8 +70,13 @@ def _read(path: Path) -> Request | None:
 
 def _submit(directory: str | os.PathLike[str], operator: Operator | None, req: Request) -> Request:
     require(operator)
-    d = Path(directory)
-    if req.kind == "retrain":  # a double click does not queue two trainings
+    return _queue(Path(directory), req)
+
+
+def _queue(d: Path, req: Request) -> Request:
+    """Write ``req``; a retrain already queued or running is returned instead (a double click,
+    or a drift while one runs, does not queue two trainings)."""
+    if req.kind == "retrain":
         for p in pending(d) + in_progress(d):
             if p.kind == "retrain":
                 return p
@@ -95,12 +100,7 @@ def request_retrain_after_drift(
     allowed it, and promotion still needs an operator."""
     params = {"since_ns": int(since_ns), "not_before_ns": int(due_ns)}
     req = Request("retrain", time.time_ns(), "monitor (drift)", reason.strip(), params)
-    d = Path(directory)
-    for p in pending(d) + in_progress(d):
-        if p.kind == "retrain":
-            return p
-    _write(d / req.name, req)
-    return req
+    return _queue(Path(directory), req)
 
 
 def request_rollback(

@@ -22,8 +22,10 @@ def bench_drift(
         f"| {r['detector']} (delta {dcfg.delta}, threshold {dcfg.threshold}) "
         f"| {dcfg.sample_seconds:g} s | {r['hours']:.2f} ({runs} runs) | {r['events']} "
         f"| {r['per_day']:.2f} ({lo:.2f} to {hi:.2f}) | {', '.join(r['kinds']) or '-'} |\n\n"
-        f"Model `{model}`; simulated line `{cfg.sim.model_dump(include={'seed', 'fps'})}` "
-        "with no faults, wear or lighting change; every event on such footage is a false drift."
+        f"Model `{model}`; simulated line: appearance seed {cfg.sim.appearance_seed}, "
+        f"{cfg.sim.fps:g} fps, run seeds {cfg.sim.seed + 1000}..{cfg.sim.seed + 999 + runs} "
+        "(as `false_drift_rate` draws them), with no faults, wear, lighting or supplier change; "
+        "every event on such footage is a false drift."
     )
     md = section("Drift: false-drift rate on normal runs", body)
     write_section(out, "drift", md)

@@ -66,7 +66,7 @@ class Kept:
     raw: np.ndarray | None  # camera frame as captured, BGR (None: not available)
     frame: np.ndarray  # the model's frame, RGB
     sensors: np.ndarray  # (S,) raw sensors
-    normal: bool  # running, engine normal, not occluded, healthy
+    normal: bool  # a calm step (``StepOutput.calm``): archive-worthy
     alarm_onset: bool
     expected: np.ndarray | None = None  # the model's frame for this instant (float, [0, 1])
     heatmap: np.ndarray | None = None
@@ -165,6 +165,10 @@ class FootageKeeper:
         """End of the run: a segment still inside its guard is not known to be normal: deleted."""
         if self.clip is not None:
             self._write_clip()
+        self._discard_all()
+
+    def _discard_all(self) -> None:
+        """Delete the segment being written and those inside their guard."""
         for s in [*self.waiting, *([self.seg] if self.seg else [])]:
             s.discard()
             self.counts["discarded"] += 1
@@ -173,10 +177,7 @@ class FootageKeeper:
     # -- archive ----------------------------------------------------------------------------
     def _archive(self, k: Kept) -> None:
         if not k.normal:
-            for s in [*self.waiting, *([self.seg] if self.seg else [])]:
-                s.discard()
-                self.counts["discarded"] += 1
-            self.waiting, self.seg = [], None
+            self._discard_all()
             return
         if self.seg is not None and k.t - self.seg.end_t > GAP_PERIODS / self.fps:
             self._finish()  # the model skipped ticks: a gap would speed the footage up

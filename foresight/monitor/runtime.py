@@ -285,6 +285,9 @@ class Monitor:
 
     def _keep(self, obs: Observation, out: StepOutput, onset: bool, expected) -> None:
         """Queue the step for the footage keeper (full queue: this step is dropped, counted)."""
+        fcfg = self.cfg.monitor.footage
+        if expected is None and not (fcfg.archive or fcfg.clips):
+            return  # nothing to keep of this step
         k = Kept(time.time_ns(), obs.t, obs.raw, obs.frame, obs.sensors, out.calm, onset)
         if expected is not None:
             res = out.residual

@@ -100,10 +100,10 @@ def clip_span(video: Path) -> tuple[int, int] | None:
 
 
 def select_footage(
-    folder: Path, rcfg: RetrainConfig, incidents: list[int], now_ns: int | None = None
+    folder: Path, rcfg: RetrainConfig, incidents: list[int]
 ) -> tuple[list[Path], list[Path], dict[str, Any]]:
-    """(training clips, held-out clips, notes): incidents left out, clips older than
-    ``rcfg.recent_hours`` before ``now_ns`` (default: now) left out, newest clips held out."""
+    """(training clips, held-out clips, notes): incidents left out, clips that started more than
+    ``rcfg.recent_hours`` ago left out, newest clips held out."""
     if not Path(folder).is_dir():
         raise InputError(f"{folder}: no such footage folder")
     videos = [v.path for v in find_videos([Path(folder)])]
@@ -112,7 +112,7 @@ def select_footage(
     margin = int(rcfg.exclude_margin_s * 1e9)
     since = None
     if rcfg.recent_hours is not None:
-        since = (now_ns or time.time_ns()) - int(rcfg.recent_hours * 3600e9)
+        since = time.time_ns() - int(rcfg.recent_hours * 3600e9)
     kept, left_out, older = [], [], []
     for v in videos:
         s = spans[v]

@@ -58,8 +58,7 @@ class CodecStream:
     def _fill(self) -> None:
         recs = [self.line.step() for _ in range(self.gop)]
         decoded = self.roundtrip([r.frame for r in recs])
-        for r, img in zip(recs, decoded, strict=True):
-            self._out.append(r._replace(frame=img) if hasattr(r, "_replace") else _with(r, img))
+        self._out.extend(r._replace(frame=img) for r, img in zip(recs, decoded, strict=True))
 
     def roundtrip(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """RGB frames encoded as one mp4v group and decoded again (RGB)."""
@@ -88,12 +87,3 @@ class CodecStream:
 
     def __del__(self) -> None:
         self.close()
-
-
-def _with(rec: Any, frame: np.ndarray) -> Any:
-    """A copy of a frame record (a dataclass) with ``frame`` replaced."""
-    import copy
-
-    out = copy.copy(rec)
-    out.frame = frame
-    return out

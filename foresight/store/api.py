@@ -228,9 +228,7 @@ class Store:
             "WHERE v IS NOT NULL GROUP BY b ORDER BY b",
             [int(since_ns), width, _key(field), *params],
         )
-        a = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
-        t = int(since_ns) + a[:, 0].astype(np.int64) * width + width // 2
-        return Series(t, a[:, 1], a[:, 2], a[:, 3], a[:, 4].astype(np.int64))
+        return _series(rows, int(since_ns), width)
 
     def _rolled(
         self, measurement: str, field: str, since_ns: int, until_ns: int, width: int
@@ -248,9 +246,7 @@ class Store:
             )
         except StoreError:
             return None
-        a = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
-        t = since_ns + a[:, 0].astype(np.int64) * width + width // 2
-        return Series(t, a[:, 1], a[:, 2], a[:, 3], a[:, 4].astype(np.int64))
+        return _series(rows, since_ns, width)
 
     def events(
         self,
@@ -273,3 +269,10 @@ class Store:
         """Spool counters and, when forwarding, the forwarder's."""
         fwd = self.forwarder.stats() if self.forwarder is not None else None
         return self.spool.stats(), fwd
+
+
+def _series(rows: list[tuple], since_ns: int, width: int) -> Series:
+    """Rows of (bucket index, mean, min, max, count) as a ``Series`` timed at bucket centres."""
+    a = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    t = since_ns + a[:, 0].astype(np.int64) * width + width // 2
+    return Series(t, a[:, 1], a[:, 2], a[:, 3], a[:, 4].astype(np.int64))

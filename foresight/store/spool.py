@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS rollup (
     hi REAL NOT NULL,
     PRIMARY KEY (measurement, field, minute)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_minute ON rollup (minute);
 """
 ROLLUP_MEASUREMENTS = ("residual",)  #: measurements whose fields get per-minute rollups
 ROLLUP_NS = 60 * 10**9  #: rollup bucket
