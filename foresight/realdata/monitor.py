@@ -18,6 +18,10 @@ regression fitted on normal rows, on a causal EWMA of the channels), so its resi
 as long as the plant sits off its normal relations. ``with_level`` appends it as one more
 "horizon" row: per channel in ``sensor``, their Mahalanobis combination (covariance of the normal
 residuals) in ``latent``. With one channel the head predicts the normal mean.
+
+``shewhart_margin`` sets the tracker's combined Shewhart-EWMA chart from normal series: a step
+change far out alarms on its first sample instead of waiting for the EWMA (Tennessee Eastman's
+step faults; SKAB's settings search decides for itself whether to use it).
 """
 
 from __future__ import annotations
@@ -240,3 +244,24 @@ def alarm_config(per_hour: float, **delays: float) -> AlarmConfig:
     if not math.isfinite(per_shift) or per_shift <= 0:
         raise InputError(f"false-alarm target must be positive, got {per_hour} per hour")
     return AlarmConfig(false_alarms_per_shift=min(per_shift, 1000.0), shift_hours=8.0, **defaults)
+
+
+def shewhart_margin(
+    features: Sequence[dict[str, np.ndarray]],
+    cal: Calibration,
+    cfg: ResidualConfig,
+    quantile: float = 0.99,
+) -> float:
+    """The combined chart's margin from normal series: instant and EWMA scores then exceed their
+    own ``quantile`` level equally often, so each arm adds about as many normal exceedances.
+
+    >>> import numpy as np
+    """
+    if not 0.5 < quantile < 1.0:
+        raise InputError(f"Shewhart quantile must be in (0.5, 1), got {quantile}")
+    plain = cfg.model_copy(update={"shewhart_margin": None})
+    runs = [track(f, cal, plain) for f in features]
+    smooth = np.concatenate([r[0] for r in runs])
+    instant = np.concatenate([r[1] for r in runs])
+    gap = float(np.nanquantile(instant, quantile) - np.nanquantile(smooth, quantile))
+    return min(max(gap, 0.0), 20.0)

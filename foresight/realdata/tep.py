@@ -69,6 +69,7 @@ class TepSettings:
         components=("latent", "sensor"), smooth_seconds=3.0, warmup_seconds=0.0
     )
     level: mon.LevelConfig | None = mon.LevelConfig(span=3.0, ridge=1.0, shrink=0.2)
+    shewhart_quantile: float | None = 0.99  # combined Shewhart-EWMA, margin from d00.dat
     per_hour: float = 0.05  # target false alarms per hour of normal operation
     delays: dict[str, float] = field(default_factory=lambda: {"off_delay_s": 2 * DT})
     components: int = 9
@@ -163,12 +164,16 @@ def run_tep(root: Path, s: TepSettings | None = None) -> dict[str, Any]:
         feats = _features(fold, head, xn, s)
         cal_feats.append({k: v[held] for k, v in feats.items()})
     cal = mon.calibrate(cal_feats)
-    cal_scores = [mon.track(f, cal, s.residuals)[0] for f in cal_feats]
+    rcfg = s.residuals
+    if s.shewhart_quantile is not None:
+        margin = mon.shewhart_margin(cal_feats, cal, rcfg, s.shewhart_quantile)
+        rcfg = rcfg.model_copy(update={"shewhart_margin": margin})
+    cal_scores = [mon.track(f, cal, rcfg)[0] for f in cal_feats]
     thr, report = mon.thresholds(s.alarm_config(), cal_scores, DT)
     fit, head = folds[0]  # trained on half the run, so calibration matches what it sees
 
     def score_of(x: np.ndarray) -> np.ndarray:
-        return mon.track(_features(fit, head, norm(x), s), cal, s.residuals)[0]
+        return mon.track(_features(fit, head, norm(x), s), cal, rcfg)[0]
 
     pca = Pca(train, s.components, s.conf)
     normal_score = score_of(normal)
@@ -176,6 +181,7 @@ def run_tep(root: Path, s: TepSettings | None = None) -> dict[str, Any]:
     level = float(np.nanquantile(normal_score, 1.0 - EQUAL_FAR))
     t2n, qn = pca.alarms(normal)
     out: dict[str, Any] = {"faults": {}, "calibration": report, "equal_far_level": level}
+    out["shewhart_margin"] = rcfg.shewhart_margin
     if s.level is not None:
         out["level"] = f"EWMA span {s.level.span:g} samples, ridge {s.level.ridge:g}"
     out["normal"] = {
@@ -250,6 +256,11 @@ def markdown(res: dict[str, Any], root: Path) -> str:
     n = res["normal"]
     level = res.get("level") or ""
     level = f" plus the level head (each channel from the others now, {level})" if level else ""
+    if res.get("shewhart_margin") is not None:
+        level += (
+            f"; score: combined Shewhart-EWMA chart (EWMA, or the instant score less "
+            f"{res['shewhart_margin']:.2f}, the gap of their 99th percentiles on d00.dat)"
+        )
     return (
         f"Tennessee Eastman (Braatz set) under `{root}`: trained on d00.dat only; 3-min samples. "
         f"Residuals: GRU forecasts{level}. "

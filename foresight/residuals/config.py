@@ -26,6 +26,14 @@ class ResidualConfig(BaseModel):
     smooth_seconds: float = Field(
         0.3, ge=0, le=60, description="time constant of the causal EWMA on the score (0 = none)"
     )
+    shewhart_margin: float | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="combined Shewhart-EWMA chart: the score is also raised to the unsmoothed "
+        "score less this margin (calibrated units), so a large sudden change alarms at once while "
+        "a small sustained one waits for the EWMA; none: EWMA only",
+    )
     warmup_seconds: float = Field(
         2.0, ge=0, le=600, description="no score until the model has watched this long"
     )

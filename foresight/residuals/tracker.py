@@ -9,7 +9,12 @@ Two robust normalisation stages, both fitted on held-out normal footage (``fit_c
    and that value is normalised again by its own median and MAD, so the components can be compared.
 
 The instant score is the largest stage-2 value; the reported ``score`` is its causal EWMA with time
-constant ``smooth_seconds``. The tracker also keeps the long residual trend (an EWMA per component
+constant ``smooth_seconds``. With ``shewhart_margin`` set the score is the combined Shewhart-EWMA
+chart of statistical process control: the larger of the EWMA and the instant score less the
+margin, so one step far out alarms at once while a small persistent excess waits for the EWMA
+(off by default: the video path's instant score is noisy and its alarms have an on-delay anyway;
+the sensor benchmarks set it from normal data, ``realdata.monitor.shewhart_margin``).
+The tracker also keeps the long residual trend (an EWMA per component
 and horizon, per region and per sensor, with time constant ``trend_hours``) for drift detection;
 samples flagged anomalous (``learn=False``) update neither the trend nor anything else learnt.
 """
@@ -160,12 +165,13 @@ class ResidualTracker:
         )
         self.trend_alpha = 1 - math.exp(-1 / (fps * 3600 * cfg.trend_hours))
         self.score = math.nan
+        self.ewma = math.nan
         self.trend: dict[str, np.ndarray] = {}
         self.trend_samples = 0
 
     def reset(self) -> None:
         """Forget the smoothing state (a new stream, or the line restarted)."""
-        self.score = math.nan
+        self.score = self.ewma = math.nan
 
     def update(self, features: dict[str, np.ndarray], learn: bool = True) -> Residual:
         """Score one instant's raw features (pixel (nH, R), latent (nH,), sensor (nH, S))."""
@@ -179,10 +185,10 @@ class ResidualTracker:
             heat = np.nanmax(pix, axis=0) if pix.shape[-1] else np.zeros(0)
             sens = np.nanmax(z["sensor"], axis=0) if z["sensor"].shape[-1] else np.zeros(0)
         if math.isfinite(instant):
-            prev = self.score
-            self.score = (
-                instant if not math.isfinite(prev) else prev + self.alpha * (instant - prev)
-            )
+            prev = self.ewma
+            self.ewma = instant if not math.isfinite(prev) else prev + self.alpha * (instant - prev)
+            margin = self.cfg.shewhart_margin
+            self.score = self.ewma if margin is None else max(self.ewma, instant - margin)
         side = int(round(math.sqrt(heat.size)))
         glob = float(np.mean(z["pixel"][0] > Z_GLOBAL)) if pix.shape[-1] else 0.0
         if learn and math.isfinite(instant):
