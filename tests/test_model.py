@@ -19,7 +19,7 @@ from foresight.errors import InputError
 from foresight.model.checkpoint import build_model, check_compatible, load_model, read_card
 from foresight.model.core import init_carry
 from foresight.model.predictor import Predictor
-from foresight.model.train import train_model
+from foresight.model.train import compute_norm, train_model
 
 HERE = Path(__file__).parent
 
@@ -103,6 +103,14 @@ def test_fine_tune_from_base(cfg, trained, tmp_path):
         cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, tmp_path / "sc", progress=False
     )
     assert np.mean(res.val["frame_model"]) < np.mean(scratch.val["frame_model"])
+    # The base is the first candidate (step 0) and keeps its sensor scaling.
+    hist = card["training"]["history"]
+    assert [h["step"] for h in hist] == [0, 5]
+    base, tuned = load_model(trained.path), load_model(res.path)
+    np.testing.assert_array_equal(np.asarray(tuned.norm.mean), np.asarray(base.norm.mean))
+    np.testing.assert_array_equal(np.asarray(tuned.norm.std), np.asarray(base.norm.std))
+    fresh = compute_norm(tr, cfg.model, tcfg.seed)  # what a fresh scaling of the new data gives
+    assert not np.allclose(np.asarray(fresh.mean), np.asarray(base.norm.mean))
 
 
 def test_missing_and_corrupt_checkpoints(trained, tmp_path):

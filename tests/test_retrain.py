@@ -69,7 +69,7 @@ def test_retrain_gates_versions_and_waits_for_approval(tmp_path, tiny_model):
     assert res.passed, res.report["summary"]
     assert res.version == "v0002" and not res.promoted
     rep = json.loads(res.report_path.read_text())
-    assert rep["holdout"] == ["clip_0002.mp4"] and rep["checks"]["regression"]["skipped"]
+    assert rep["holdout"] == ["clip_0005.mp4"] and rep["checks"]["regression"]["skipped"]
     assert np.isfinite(rep["checks"]["frame_mse"]["candidate"])
     vs = run.versions_of(cfg, rcfg)
     assert vs.current == "v0001"  # promotion requires approval

@@ -262,9 +262,12 @@ def train_model(
         base = load_model(init)
         check_compatible(base.card, model_cfg, data, str(init))
         model = base.model
+        # Fine-tuning keeps the base's sensor scaling: its weights were learnt in those units,
+        # and a new scaling from the new footage would start it off its own inputs.
+        norm = base.norm
     else:
         model = build_model(model_cfg, int(data["image_size"]), n_sensors, train_cfg.seed)
-    norm = compute_norm(train_src, model_cfg, train_cfg.seed)
+        norm = compute_norm(train_src, model_cfg, train_cfg.seed)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(train_cfg)
     opt_state = tx.init(params)
@@ -283,6 +286,16 @@ def train_model(
     bad = int(meta.get("bad", 0))
     history: list[dict[str, float]] = list(meta.get("history", []))
     best_params = jax.device_get(params)
+    if init is not None and step == 0:
+        # The base is the first candidate: a short fine-tune that does not beat it on held-out
+        # footage returns the base, never something worse than what it started from.
+        val = validate(
+            eval_step, params, norm, val_src, batch, train_cfg.val_batches, window, shard
+        )
+        best = objective(val)
+        history.append(
+            {"step": 0, "objective": best, "frame_mse": float(np.mean(val["frame_model"]))}
+        )
     rng = np.random.default_rng(train_cfg.seed + 7919 * step)
     key = jax.random.key(train_cfg.seed)
     batches = _Prefetch(train_src.batches(batch, rng, window))
