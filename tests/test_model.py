@@ -105,7 +105,7 @@ def test_fine_tune_from_base(cfg, trained, tmp_path):
     assert np.mean(res.val["frame_model"]) < np.mean(scratch.val["frame_model"])
     # The base is the first candidate (step 0) and keeps its sensor scaling.
     hist = card["training"]["history"]
-    assert [h["step"] for h in hist] == [0, 5]
+    assert [h["step"] for h in hist] == [0, 5] and all(0 < h["frame_objective"] for h in hist)
     base, tuned = load_model(trained.path), load_model(res.path)
     np.testing.assert_array_equal(np.asarray(tuned.norm.mean), np.asarray(base.norm.mean))
     np.testing.assert_array_equal(np.asarray(tuned.norm.std), np.asarray(base.norm.std))
