@@ -138,7 +138,8 @@ def bench_quality(
             f"steps\n"
         )
         + f"- ablation: deterministic latent objective "
-        f"{min(h['objective'] for h in det.history):.4f} vs stochastic {best_scratch:.4f} "
+        f"{min(h['objective'] for h in det.history):.4f} vs stochastic "
+        f"{min(h['objective'] for h in scratch.history):.4f} "
         f"(lower is better; the detection-side ablation comes with `foresight evaluate`)\n"
     )
     if samples is not None:
