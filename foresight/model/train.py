@@ -193,18 +193,22 @@ def _record(step: int, obj: float, val: dict[str, np.ndarray]) -> dict[str, floa
     """One validation in the training history. ``frame_objective`` (model over copy-last, mean
     over horizons) is free of the sensor scaling, so runs with different scalings compare on it
     (a fine-tune keeps its base's scaling, a run from scratch takes the footage's)."""
-    ratio = val["frame_model"] / np.maximum(val["frame_copy_last"], 1e-12)
     return {
         "step": step,
         "objective": obj,
-        "frame_objective": float(np.mean(ratio)),
+        "frame_objective": frame_objective(val),
         "frame_mse": float(np.mean(val["frame_model"])),
     }
 
 
+def frame_objective(val: dict[str, np.ndarray]) -> float:
+    """Frame error relative to copy-last, mean over horizons (free of any sensor scaling)."""
+    return float(np.mean(val["frame_model"] / np.maximum(val["frame_copy_last"], 1e-12)))
+
+
 def objective(val: dict[str, np.ndarray]) -> float:
     """Early-stopping objective: frame error relative to copy-last, plus sensor error."""
-    obj = float(np.mean(val["frame_model"] / np.maximum(val["frame_copy_last"], 1e-12)))
+    obj = frame_objective(val)
     if "sensor_model" in val:
         obj += float(np.mean(val["sensor_model"]))
     return obj

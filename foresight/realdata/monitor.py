@@ -253,9 +253,8 @@ def shewhart_margin(
     quantile: float = 0.99,
 ) -> float:
     """The combined chart's margin from normal series: instant and EWMA scores then exceed their
-    own ``quantile`` level equally often, so each arm adds about as many normal exceedances.
-
-    >>> import numpy as np
+    own ``quantile`` level equally often, so each arm adds about as many normal exceedances
+    (clipped to 0..20).
     """
     if not 0.5 < quantile < 1.0:
         raise InputError(f"Shewhart quantile must be in (0.5, 1), got {quantile}")
