@@ -99,8 +99,15 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60)
     pytest.fail(f"dashboard not up after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def _wait_text(driver, texts: tuple[str, ...], timeout: float, reload_s: float | None = None):
-    """Wait until the page shows every one of ``texts`` (reloading every ``reload_s``)."""
+def _wait_text(
+    driver,
+    texts: tuple[str, ...],
+    timeout: float,
+    reload_s: float | None = None,
+    pattern: str | None = None,
+):
+    """Wait until the page shows every one of ``texts`` and matches ``pattern`` (a regular
+    expression, when given), reloading every ``reload_s``."""
     from selenium.webdriver.common.by import By
 
     end = time.monotonic() + timeout
@@ -109,13 +116,15 @@ def _wait_text(driver, texts: tuple[str, ...], timeout: float, reload_s: float |
     while time.monotonic() < end:
         with contextlib.suppress(Exception):
             body = driver.find_element(By.TAG_NAME, "body").text
-        if all(t in body for t in texts):
+        if all(t in body for t in texts) and (pattern is None or re.search(pattern, body)):
             return body
         if reload_s and time.monotonic() - last_reload > reload_s:
             driver.refresh()
             last_reload = time.monotonic()
         time.sleep(0.5)
     missing = [t for t in texts if t not in body]
+    if pattern is not None and not re.search(pattern, body):
+        missing.append(f"/{pattern}/")
     pytest.fail(f"page never showed {missing}; it showed:\n{body[-2000:]}")
 
 
@@ -160,11 +169,15 @@ def test_dashboard_in_chromium_against_a_running_monitor(tmp_path, capsys):
         driver = webdriver.Chrome(options=opts, service=Service(chromedriver))
         driver.get(f"{url}/Live")
         try:
-            body = _wait_text(driver, ("Live residual trend", "model steps", "slowdown"), 90)
+            # The state tile can show the slow-down a refresh before the trend has its point:
+            # wait (reloading) until the trend shades it too.
+            shaded = r"\b[1-9]\d* slow-down\(s\) shaded"
+            texts = ("Live residual trend", "model steps", "slowdown")
+            body = _wait_text(driver, texts, 90, reload_s=10, pattern=shaded)
         finally:
             if monitor.poll() is not None:
                 print(mon_log.read_text()[-3000:])
-        assert re.search(r"\b[1-9]\d* slow-down\(s\) shaded", body), body
+        assert re.search(shaded, body), body
         figures = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
         assert figures and figures[0].size["height"] > 100  # the trend figure was drawn
         live_png = tmp_path / "dashboard_live.png"
