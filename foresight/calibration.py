@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from foresight.alarms.calibrate import calibrate_thresholds
+from foresight.alarms.calibrate import calibrate_thresholds, settling
 from foresight.alarms.config import AlarmConfig
 from foresight.errors import InputError
 from foresight.model.checkpoint import ModelBundle
@@ -28,6 +28,7 @@ from foresight.pipeline import (
     FeatureStream,
     LineRefs,
     OcclusionGate,
+    SpeedChangeGate,
     grey_of,
 )
 from foresight.residuals.config import ResidualConfig
@@ -42,9 +43,6 @@ from foresight.residuals.tracker import (
 log = logging.getLogger(__name__)
 
 Stream = tuple[dict[str, Any], np.ndarray, np.ndarray]  # (record, frames, sensors)
-SETTLED_S = 3.0  # a restart has settled once the score stays in its normal band this long
-MAX_SETTLE_S = 120.0  # never suspend alarms longer than this after a restart
-COLD_START_S = 3.0  # after the model's warm-up, a cold start's transient left out of calibration
 
 
 def line_refs(streams: list[Stream], channels: tuple[str, ...]) -> LineRefs:
@@ -141,18 +139,25 @@ def calibrate_model(
     )
     rcfg = rcfg.model_copy(update={"occlusion_fraction": occlusion_level(rcfg, cal, feats, masks)})
     series = []
-    for f, m, run in zip(feats, masks, runs, strict=True):
-        tracker, gate = ResidualTracker(rcfg, cal, fps), OcclusionGate(rcfg)
+    horizon = max(bundle.model_cfg.horizons)
+    for (_, _, sensors), f, m, run in zip(streams, feats, masks, runs, strict=True):
+        tracker = ResidualTracker(rcfg, cal, fps)
+        gate, speed = OcclusionGate(rcfg, horizon), SpeedChangeGate(rcfg, channels, horizon)
         scores = np.full(len(m), np.nan)
-        for i in np.flatnonzero(m):
+        for i in range(len(m)):
+            changing = speed.update(i / fps, sensors[i])
+            if not m[i]:
+                continue
             res = tracker.update({c: f[c][i] for c in COMPONENTS})
-            scores[i] = math.nan if gate.update(i / fps, res.global_fraction) else res.score
-        # Each recording starts the model cold: its first seconds are left out (as the engine's
-        # settling does after a restart), but only real stops start alarms.settle_s.
-        scores[: warm + round(COLD_START_S * fps)] = np.nan
-        series.append((np.arange(len(m)) / fps, scores, run))
-    acfg = acfg.model_copy(update={"settle_s": learned_settle(acfg, series, fps)})
+            occluded = gate.update(i / fps, res.global_fraction)
+            scores[i] = math.nan if occluded or changing else res.score
+        # Each recording starts the model cold, which the pipeline hands the engine as a restart
+        # (not running while warming up), so its transient settles as after a line stop.
+        engine_run = run.copy()
+        engine_run[:warm] = False
+        series.append((np.arange(len(m)) / fps, scores, engine_run))
     thr, report = calibrate_thresholds(acfg, series)
+    report["restart_settle_s"] = restart_settle(acfg, thr, series)
     bundle.extra.update(cal.to_arrays())
     bundle.extra.update(refs.to_arrays())
     summary = {
@@ -178,45 +183,16 @@ def calibrate_model(
     return summary
 
 
-def learned_settle(acfg: AlarmConfig, series: list, fps: float) -> float:
-    """How long after a restart the score takes to come back to its normal band, measured.
-
-    After a stop the line ramps back up and the product may have changed; the model needs a
-    while to follow, and that transient is not a fault. For every restart in the calibration
-    footage, the time until the score stays inside the normal band (its 99th percentile away
-    from restarts) for ``SETTLED_S``; the settling time is the median of these (the typical
-    ramp-up: the largest was one slow restart that would blind every other one for two minutes;
-    the alarm thresholds absorb the rest), at least ``alarms.settle_s`` and at most
-    ``MAX_SETTLE_S``. With no restart in the footage, the
-    configured value stands.
-    """
-    need, cap = round(SETTLED_S * fps), round(MAX_SETTLE_S * fps)
-    calm = []  # scores away from any restart: the normal band is their 99th percentile
-    for _, scores, run in series:
-        near = np.zeros(len(run), bool)
-        for start in np.flatnonzero(np.diff(run.astype(np.int8)) == 1) + 1:
-            near[start : start + cap] = True
-        calm.append(scores[~near & np.isfinite(scores)])
-    calm = np.concatenate(calm) if calm else np.zeros(0)
-    if calm.size < need:
-        return acfg.settle_s
-    band = float(np.percentile(calm, 99))
-    found = []
-    for _, scores, run in series:
-        for start in np.flatnonzero(np.diff(run.astype(np.int8)) == 1) + 1:
-            inside = ~(scores[start : start + cap] > band)  # NaN (not scored yet) counts inside
-            stop = np.flatnonzero(~run[start : start + cap])
-            end = stop[0] if stop.size else inside.size
-            for k in range(max(0, end - need + 1)):
-                if inside[k : k + need].all():
-                    found.append(k / fps)
-                    break
-            else:
-                if end >= need:
-                    found.append(MAX_SETTLE_S)
-    if not found:
-        return acfg.settle_s
-    return float(min(MAX_SETTLE_S, max(acfg.settle_s, float(np.median(found)))))
+def restart_settle(acfg: AlarmConfig, thr: Any, series: list) -> float | None:
+    """Mean time alarms stay suspended after a restart in the calibration footage (the engine's
+    settling rule on the calibrated band), for the report; None without restarts."""
+    held, restarts = 0.0, 0
+    for t, scores, run in series:
+        restarts += int(np.count_nonzero(run[1:] & ~run[:-1]))
+        held += np.count_nonzero(settling(acfg, t, scores, run, thr.settle_level)) * np.median(
+            np.diff(t)
+        )
+    return round(float(held) / restarts, 2) if restarts else None
 
 
 def occlusion_level(

@@ -128,9 +128,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from foresight.model.fit import recalibrate
+    from foresight.model.fit import calibrate_on_footage, recalibrate
 
-    summary = recalibrate(_config(args), Path(args.model), Path(args.data), progress=not args.quiet)
+    cfg, quiet = _config(args), args.quiet
+    if args.footage:
+        summary = calibrate_on_footage(cfg, Path(args.model), [Path(args.data)], progress=not quiet)
+    else:
+        summary = recalibrate(cfg, Path(args.model), Path(args.data), progress=not quiet)
     thr = summary["thresholds"]
     print(
         f"{args.model}: calibrated on {summary['footage']['scored_seconds']:.0f} s of held-out "
@@ -184,6 +188,7 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
             appearance_seed=args.appearance_seed,
             init=Path(args.init) if args.init else None,
             model=Path(args.model) if args.model else None,
+            calib_minutes=args.calib_minutes,
             progress=not args.quiet,
         )
     )
@@ -351,7 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="recalibrate a model's residuals and alarm thresholds")
     _add_config_args(p)
     p.add_argument("--model", required=True, help="model directory (updated in place, atomically)")
-    p.add_argument("--data", required=True, help="the footage it was trained on (held-out split)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="the footage it was trained on (its held-out split is used), or with --footage "
+        "normal footage it never trained on",
+    )
+    p.add_argument(
+        "--footage",
+        action="store_true",
+        help="--data is normal footage recorded apart from the training footage: calibrate on "
+        "all of it (longer calibration, better-founded thresholds)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)
 
@@ -419,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--appearance-seed", type=int, default=9001, help="the unseen line variant")
     pb.add_argument("--init", help="fine-tune from this base model")
     pb.add_argument("--model", help="skip training: evaluate this model")
+    pb.add_argument(
+        "--calib-minutes",
+        type=float,
+        default=0.0,
+        help="recalibrate a copy of the model on this much more normal footage (another seed)",
+    )
     pb.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     pb.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update")
     pb.set_defaults(func=cmd_bench_detect)

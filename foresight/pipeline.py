@@ -9,7 +9,9 @@ One ``Pipeline.step(frame, sensors, now)`` per model step is exactly what the li
 3. ``HealthMonitor``: frozen frames, missing sensors, an unscorable model or a global change of the
    image (lighting, camera moved) make a health fault, which never commands a slow-down;
 4. line state: from the caller (PLC tags) or, when not given, from the sensor stream's belt speed,
-   or else from the image's motion;
+   or else from the image's motion; a commanded speed change (``SpeedChangeGate``) withholds the
+   score for one horizon, as an occlusion does (``OcclusionGate``); the engine also sees the
+   model's warm-up as "not running", so a cold start settles like a restart;
 5. ``alarms.step``: the pure alarm state machine, whose commands the caller sends to the PLC.
 
 A sample that is not scored as normal (any state but ``normal``) teaches no baseline: neither the
@@ -43,6 +45,7 @@ FROZEN_DIFF = 0.05  # mean absolute grey-level change below which two frames cou
 MISFIT = ("global_change", "obstructed")
 OCCLUSION_HOLD_S = 0.5  #: the score stays withheld this long after an occlusion has gone
 OCCLUSION_HEALTH_S = 10.0  #: occluded this long without a break: health fault "obstructed"
+COMMAND_REL_CHANGE = 1e-3  #: a command channel moving by more than this share counts as a change
 
 
 class FeatureStream:
@@ -157,26 +160,61 @@ class OcclusionGate:
     """Something between camera and line (a hand, a shadow passing) makes many regions diverge
     at once; a carton fault makes few. While more than ``residuals.occlusion_fraction`` of the
     regions diverge, and for ``hold_s`` after, the score is withheld from the alarm engine (the
-    state holds; no health fault: an occlusion is normal plant life, not a broken monitor)."""
+    state holds; no health fault: an occlusion is normal plant life, not a broken monitor).
 
-    def __init__(self, cfg: ResidualConfig):
+    ``hold_s`` covers the longest forecast horizon: a forecast made while the hand was in view
+    comes due up to that long after it has gone, and it echoes the hand (measured on a
+    simulated line: a hand gone at 37 s still scored 13 on the 2 and 3 s horizons until 40 s,
+    with a 0.5 s hold)."""
+
+    def __init__(self, cfg: ResidualConfig, horizon_s: float = 0.0):
         self.fraction = cfg.occlusion_fraction
-        self.hold_s = max(OCCLUSION_HOLD_S, 3.0 * cfg.smooth_seconds)
+        self.hold_s = max(OCCLUSION_HOLD_S, horizon_s) + 3.0 * cfg.smooth_seconds
         self.until = -math.inf
+        self.seen_until = -math.inf  # the divergence itself (without the echo hold)
         self.since: float | None = None  # start of the current occlusion
 
     def update(self, now: float, fraction: float) -> bool:
         """True while the picture counts as occluded at ``now``."""
         if fraction > self.fraction:
             self.until = now + self.hold_s
+            self.seen_until = now + OCCLUSION_HOLD_S
         occluded = now < self.until
-        self.since = (self.since if self.since is not None else now) if occluded else None
+        seen = now < self.seen_until
+        self.since = (self.since if self.since is not None else now) if seen else None
         return occluded
 
     def stuck(self, now: float) -> bool:
         """Occluded for longer than a hand or a shadow takes: the view is blocked, or the model
         no longer matches the picture. Either way the monitor is blind: a health matter."""
         return self.since is not None and now - self.since > OCCLUSION_HEALTH_S
+
+
+class SpeedChangeGate:
+    """A commanded speed change (the operator's planned change, a restart's ramp, a slow-down or
+    its recovery) makes every forecast made before it stale: it assumed the old speed. From the
+    change until the longest horizon after it (plus the smoothing's decay), the score is withheld
+    from the alarm engine, as during an occlusion. Measured on the benchmark line's calibration
+    footage before this gate: planned speed changes of 4-6 % made the two highest normal score
+    peaks (13.0 and 9.3) in 1.4 h, and set the false-alarm threshold."""
+
+    def __init__(self, cfg: ResidualConfig, channels: tuple[str, ...], horizon_s: float):
+        self.idx = [channels.index(c) for c in cfg.command_channels if c in channels]
+        self.hold_s = horizon_s + 3.0 * cfg.smooth_seconds
+        self.prev: np.ndarray | None = None
+        self.until = -math.inf
+
+    def update(self, now: float, raw: np.ndarray) -> bool:
+        """True while a commanded speed change is recent at ``now`` (raw sensors ``raw``)."""
+        if self.idx:
+            cur = np.asarray(raw, np.float64)[self.idx]
+            if self.prev is not None:
+                both = np.isfinite(cur) & np.isfinite(self.prev)
+                size = np.maximum(np.maximum(np.abs(cur), np.abs(self.prev)), 1e-9)
+                if np.any(both & (np.abs(cur - self.prev) > COMMAND_REL_CHANGE * size)):
+                    self.until = now + self.hold_s
+            self.prev = cur
+        return now < self.until
 
 
 @dataclass(frozen=True)
@@ -195,6 +233,7 @@ class StepOutput:
     running: bool
     suspended: bool
     occluded: bool = False
+    speed_change: bool = False
     residual: Residual | None = field(repr=False, default=None)
 
     @property
@@ -225,6 +264,7 @@ class StepOutput:
             "running": self.running,
             "suspended": self.suspended,
             "occluded": self.occluded,
+            "speed_change": self.speed_change,
             "horizons": {f"{h:g}s": num(v) for h, v in zip(horizons, self.horizons, strict=False)},
         }
 
@@ -306,7 +346,8 @@ class Pipeline:
         self.health = HealthMonitor(self.rcfg, self.fps, self.channels)
         self.state = alarms.initial_state()
         self._grey: np.ndarray | None = None
-        self.occlusion = OcclusionGate(self.rcfg)
+        self.occlusion = OcclusionGate(self.rcfg, max(self.horizons))
+        self.speed_gate = SpeedChangeGate(self.rcfg, self.channels, max(self.horizons))
         self._warm = max(self.features.steps) + round(self.rcfg.warmup_seconds * self.fps)
 
     def belt_speed(self, raw: np.ndarray) -> float:
@@ -341,6 +382,7 @@ class Pipeline:
         res = self.tracker.update(feats, learn=learn and running) if scorable else None
         score = res.score if res is not None else math.nan
         occluded = res is not None and self.occlusion.update(now, res.global_fraction)
+        changing = self.speed_gate.update(now, raw)
         reason = self.health.update(
             motion if math.isfinite(motion) else math.inf, raw, res.global_fraction if res else 0.0
         )
@@ -348,8 +390,13 @@ class Pipeline:
             reason = "no_score"
         if reason is None and self.occlusion.stuck(now):
             reason = "obstructed"
+        # A cold start (the model warming up) is a restart for the engine: once scores come,
+        # they count only after they have settled, as after a line stop.
         tick = alarms.Tick(
-            now=now, score=math.nan if occluded else score, healthy=reason is None, running=running
+            now=now,
+            score=math.nan if occluded or changing else score,
+            healthy=reason is None,
+            running=running and scorable,
         )
         self.state, cmds = alarms.step(self.acfg, self.thr, self.state, tick)
         return StepOutput(
@@ -365,5 +412,6 @@ class Pipeline:
             running=bool(running),
             suspended=now < self.state.suspended_until,
             occluded=occluded,
+            speed_change=changing,
             residual=res,
         )

@@ -182,18 +182,35 @@ def test_health_fault_releases_and_never_slows():
 
 def test_line_stopped_suppresses_until_settled():
     cfg = AlarmConfig()
-    t = series(30.0)
+    t = series(40.0)
     score = np.full(t.size, 50.0)
     running = (t < 2.0) | (t >= 12.0)  # stopped from 2 s to 12 s
+    score[(t >= 12.0) & (t < 15.0)] = 10.0  # the restart's ramp-up transient, above watch
+    score[(t >= 15.0) & (t < 20.0)] = 1.0  # back below watch from 15 s: settled at 18 s
+    score[(t >= 16.0) & (t < 16.2)] = NAN  # no score for a moment: it holds the calm timer
     modes, alarm, events = run_engine(cfg, THR, t, score, running=running)
     assert events[:2] == [
         (pytest.approx(0.3), Command(70.0, "slowdown")),
         (pytest.approx(2.0), Command(100.0, "line_stopped")),
     ]
-    # last stopped step 11.9 s: scores ignored until 14.9 s, then the 0.3 s on-delay
+    # calm from 15.0 s for settle_s (3 s): scores count from the next step, 18.1 s; the score
+    # is 50 again from 20 s, so the on-delay ends at 20.3 s
+    first = next(at for at, c in events[2:] if c.reason == "slowdown")
+    assert first == pytest.approx(20.0 + cfg.on_delay_s)
+    assert not alarm[(t >= 2.0) & (t < first)].any()
+    # the same restart with the score never calm: suspended for settle_max_s after the last
+    # stopped step (11.9 s), then the on-delay
+    long = series(11.9 + cfg.settle_max_s + 5.0)
+    hot = np.full(long.size, 50.0)
+    run_long = (long < 2.0) | (long >= 12.0)
+    _, _, events = run_engine(cfg, THR, long, hot, running=run_long)
+    first = next(at for at, c in events[2:] if c.reason == "slowdown")
+    assert first == pytest.approx(11.9 + cfg.settle_max_s + cfg.on_delay_s)
+    # settle_max_s at most settle_s: a fixed settling time after every restart
+    fixed = cfg.model_copy(update={"settle_max_s": 0.0})
+    _, _, events = run_engine(fixed, THR, long, hot, running=run_long)
     first = next(at for at, c in events[2:] if c.reason == "slowdown")
     assert first == pytest.approx(11.9 + cfg.settle_s + cfg.on_delay_s)
-    assert not alarm[(t >= 2.0) & (t < first)].any()
     stopped = run_engine(cfg, THR, t, score, running=np.zeros(t.size, bool))
     assert set(stopped[0]) == {"normal"} and stopped[2] == []
 
@@ -264,8 +281,11 @@ def test_calibration_uses_running_mask_and_several_series():
     t, s = ar_score(seed=1, hours=1.0)
     running = (t % 600.0) < 540.0  # a 60 s stop every 10 min
     thr, report = calibrate_thresholds(cfg, [(t, s, running), ar_score(seed=2, hours=1.0)])
-    ignored = 6 * 60.0 + 5 * cfg.settle_s  # six stops, five resumes in the first series
-    assert report["hours"] == pytest.approx(2.0 - ignored / 3600.0, abs=0.001)
+    # six stops, five resumes in the first series; each resume settles once the (stationary)
+    # score has stayed in its normal band for settle_s: at least that, and here within 5 s more
+    ignored = 6 * 60.0 + 5 * cfg.settle_s
+    assert 2.0 - (ignored + 5 * 5.0) / 3600.0 <= report["hours"] <= 2.0 - ignored / 3600.0 + 1e-9
+    assert thr.settled is not None and thr.baseline < thr.settled < thr.alarm
     assert Thresholds.from_dict(thr.to_dict()) == thr
 
 

@@ -69,6 +69,8 @@ def _hot_model(tmp: Path) -> Path:
     levels = {"watch": -100.0, "alarm": -100.0, "clear": -200.0, "baseline": -300.0}
     card["calibration"]["thresholds"] = levels
     card["calibration"].setdefault("residuals", {})["occlusion_fraction"] = 1.0
+    # a score above every level never settles: a fixed settling time after the cold start
+    card["calibration"].setdefault("alarms", {})["settle_max_s"] = 0.0
     (out / "model.json").write_text(json.dumps(card))
     return out
 

@@ -67,6 +67,8 @@ def test_slowdown_reaches_the_plc_and_is_confirmed(tiny_model, tmp_path):
         "clear": -200.0,
         "baseline": -300.0,
     }
+    # a score above every level never settles: a fixed settling time after the cold start
+    bundle.card["calibration"].setdefault("alarms", {})["settle_max_s"] = 0.0
     hot = save_model(bundle, tmp_path / "hot")
     cfg = _cfg(tmp_path, hot, duration_s=8)
     # No rate limit here, so the read-back shows the full step (the limiter is tested in test_plc).

@@ -229,3 +229,15 @@ def test_recalibrate_command(tiny_model, tmp_path, capsys):
     assert "alarm level" in capsys.readouterr().out
     thr = read_card(model)["calibration"]["thresholds"]
     assert thr["baseline"] < thr["alarm"]
+    # --footage: every recording given is held-out normal footage, read as replay reads it
+    # (the model never trained on clips 3-5 of the samples)
+    extra = tmp_path / "later"
+    extra.mkdir()
+    for f in sorted((SAMPLES / "normal").glob("clip_000[3-5].*")):
+        shutil.copy(f, extra / f.name)
+    assert main(["calibrate", "--model", str(model), "--data", str(extra), "--footage", "-q"]) == 0
+    footage = read_card(model)["calibration"]["footage"]
+    assert footage["recordings"] == 3 and footage["seconds"] == pytest.approx(90.0, abs=0.5)
+    missing = tmp_path / "nowhere"
+    assert main(["calibrate", "--model", str(model), "--data", str(missing), "--footage"]) == 2
+    assert "nowhere: no such file or directory" in capsys.readouterr().err

@@ -5,8 +5,13 @@ shift), so the alarm level is extrapolated from the upper tail (peaks over thres
 
 1. *alarmable* series: the running minimum of the score over the on-delay window, i.e. the level
    the score stayed at/above for ``on_delay_s`` (causal, per series). Steps while the line is
-   not running and for ``settle_s`` after it resumes are excluded, as the engine ignores them;
-   a NaN score (occluded, not scored) is not alarmable, and the on-delay restarts after it.
+   not running and, after it resumes, until it has settled (the score below the ``settled``
+   band for ``settle_s``, at most ``settle_max_s``) are excluded, as the engine ignores them; a
+   NaN score (occluded, not scored) is not alarmable, and the on-delay restarts after it. The
+   ``settled`` band is the median of the running scores plus 2.33 robust sigmas (MAD): robust,
+   so that restart transients cannot widen the band that admits them (a band taken from the
+   fitted watch level did: measured, it let the ramp-ups in and the fitted alarm level rose from
+   21 to 76).
 2. for levels ``u`` on a fine grid over the tail, exceedances of ``u`` closer than the engine's
    dead time (``off_delay_s + recover_ramp_s + realarm_s``) merge into one episode; ``N(u)``
    episodes in ``hours`` of footage give the rate ``r(u) = N(u) / hours``.
@@ -26,14 +31,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from foresight.alarms.config import AlarmConfig
-from foresight.alarms.engine import Thresholds, count_alarms
+from foresight.alarms.engine import Thresholds, count_alarms, settle_max
 from foresight.errors import InputError
 
 #: least running normal footage for any calibration (below the episode fit's minimum, a
@@ -47,6 +52,10 @@ SPARSE_FACTOR = 10.0
 SCALE_CONFIDENCE = 0.75
 #: tail-fit levels, log-spaced in exceedance probability from 1/2 down to 1/n
 GRID_POINTS = 600
+_EPS = 1e-6  # as the engine's tolerance on elapsed times
+#: the settled band: median + CALM_Z robust sigmas of running scores (normal 99th percentile)
+CALM_Z = 2.33
+MAD_TO_SIGMA = 1.4826
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +108,39 @@ def calibrate_thresholds(
 
     ``series`` holds ``(times_s, scores)`` or ``(times_s, scores, running)`` per recording.
     """
-    prepared = [_prepare(cfg, *s) for s in series]
+    band = _calm_band(cfg, series)
+    thr, report = _calibrate(cfg, series, band)
+    if math.isfinite(band):
+        thr = replace(thr, settled=band)
+        report["settled_band"] = band
+    return thr, report
+
+
+def _calm_band(cfg: AlarmConfig, series: Sequence[Series]) -> float:
+    """The normal running band a restart settles into (inf when nothing restarts): the median
+    of the running scores plus 2.33 robust sigmas (MAD), the 99th percentile of a normal
+    distribution. Robust statistics, because restart transients can be a large share of short
+    calibration clips that each start cold (a plain 99th percentile would include them)."""
+    vals, restarts = [], 0
+    for item in series:
+        t, s = np.asarray(item[0], np.float64), np.asarray(item[1], np.float64)
+        r = np.ones(t.shape, bool) if len(item) < 3 else np.asarray(item[2], bool)
+        if t.shape != s.shape or t.shape != r.shape or t.size < 2:
+            continue  # _prepare reports malformed series
+        restarts += int(np.count_nonzero(r[1:] & ~r[:-1]))
+        vals.append(s[r & np.isfinite(s)])
+    x = np.concatenate(vals) if vals else np.zeros(0)
+    if restarts == 0 or x.size == 0:
+        return math.inf
+    med = float(np.median(x))
+    return med + CALM_Z * MAD_TO_SIGMA * float(np.median(np.abs(x - med)))
+
+
+def _calibrate(
+    cfg: AlarmConfig, series: Sequence[Series], band: float
+) -> tuple[Thresholds, dict[str, Any]]:
+    """One calibration pass, restarts settling on ``band``."""
+    prepared = [_prepare(cfg, *s, band=band) for s in series]
     seconds = sum(p.seconds for p in prepared)
     if seconds < MIN_SHORT_FOOTAGE_S:
         raise InputError(
@@ -169,8 +210,10 @@ def false_alarm_rate(
     return count, hours, (count / hours * cfg.shift_hours if hours > 0 else math.nan)
 
 
-def _prepare(cfg: AlarmConfig, times: Any, scores: Any, running: Any = None) -> _Prepared:
-    """Usable steps and the alarmable level of one series."""
+def _prepare(
+    cfg: AlarmConfig, times: Any, scores: Any, running: Any = None, band: float = math.inf
+) -> _Prepared:
+    """Usable steps and the alarmable level of one series (restarts settle on ``band``)."""
     t = np.asarray(times, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     r = np.ones(t.shape, bool) if running is None else np.asarray(running, dtype=bool)
@@ -184,8 +227,7 @@ def _prepare(cfg: AlarmConfig, times: Any, scores: Any, running: Any = None) -> 
     if np.any(np.diff(t) <= 0):
         raise InputError("calibration series times must increase")
     dt = float(np.median(np.diff(t)))
-    stopped_at = np.maximum.accumulate(np.where(r, -np.inf, t))
-    usable = r & (t >= stopped_at + cfg.settle_s)
+    usable = r & ~settling(cfg, t, s, r, band)
     usable &= np.isfinite(s)  # no score (occluded, warming up): no alarm; the engine's on-delay
     filled = np.where(usable, s, np.nan)  # restarts after such a gap, so it is not bridged
     level = np.where(usable, filled, -np.inf)
@@ -194,6 +236,28 @@ def _prepare(cfg: AlarmConfig, times: Any, scores: Any, running: Any = None) -> 
     if t.size >= k:
         alarmable[k - 1 :] = sliding_window_view(level, k).min(axis=1)
     return _Prepared(t, alarmable, filled[usable], float(np.count_nonzero(usable)) * dt)
+
+
+def settling(
+    cfg: AlarmConfig, t: np.ndarray, s: np.ndarray, r: np.ndarray, band: float
+) -> np.ndarray:
+    """Steps the engine ignores while a restart settles (its rule, replayed over a series):
+    from each resume until the score has stayed below ``band`` for ``settle_s`` (NaN holds the
+    timer), at most ``settle_max_s`` after the last stopped step."""
+    out = np.zeros(t.shape, bool)
+    ends = np.r_[np.flatnonzero(~r), t.size]
+    for start in np.flatnonzero(r[1:] & ~r[:-1]) + 1:
+        stop = int(ends[np.searchsorted(ends, start)])
+        latest = t[start - 1] + settle_max(cfg)
+        calm, k = None, start
+        while k < stop and t[k] < latest - _EPS:
+            if math.isfinite(s[k]):
+                calm = (t[k] if calm is None else calm) if s[k] < band else None
+            k += 1
+            if calm is not None and t[k - 1] - calm >= cfg.settle_s - _EPS:
+                break
+        out[start:k] = True
+    return out
 
 
 def _grid(alarmable: np.ndarray) -> np.ndarray:

@@ -57,7 +57,16 @@ class AlarmConfig(BaseModel):
         3.0,
         ge=0,
         le=600,
-        description="scores ignored this long after the line resumes or model health returns",
+        description="after the line resumes, scores are ignored until they have stayed below the "
+        "watch level this long (the restart has settled); after model health returns, scores "
+        "are ignored this long",
+    )
+    settle_max_s: float = Field(
+        120.0,
+        ge=0,
+        le=3600,
+        description="after the line resumes, scores count again at the latest this long after "
+        "the last stopped step, settled or not (at most settle_s: a fixed settling time)",
     )
     margin: float = Field(
         1.0,

@@ -22,8 +22,12 @@ model step; ``step`` has no I/O and no clock):
   ``>= alarm`` for ``on_delay_s`` during the ramp returns to ``slowdown`` at once: it is the same
   slow-down, so it neither waits for the re-alarm time nor counts again towards the hourly cap.
 * **line not running** (stopped, jammed, changeover): any limit is released to 100 at once
-  (``"line_stopped"``), the mode is normal and scores are ignored until ``settle_s`` after the
-  last non-running step. This check comes before the health check.
+  (``"line_stopped"``) and the mode is normal. When it runs again, scores are ignored while the
+  line *settles*: until the score has stayed below ``Thresholds.settle_level`` (the normal running
+  band from calibration, or ``watch``) for ``settle_s`` (the ramp-up after a
+  restart is hard to predict, and how long it takes differs from a short jam stop to a product
+  changeover), at most ``settle_max_s`` after the last non-running step. A NaN score neither
+  starts nor breaks the calm stretch. This check comes before the health check.
 * **model unhealthy**: mode ``health_fault``, any limit released to 100 (``"health"``), never a
   slow-down. When health returns, scores are ignored for ``settle_s``, then normal.
 * A slow-down *ends* whenever the limit returns to 100, for whatever reason; the re-alarm time
@@ -58,28 +62,40 @@ _FULL = 100.0
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Calibrated score levels (``watch``, ``clear`` <= ``alarm``) and the median normal score."""
+    """Calibrated score levels (``watch``, ``clear`` <= ``alarm``), the median normal score and
+    the band a restart settles into (``settled``: the normal running band; ``watch`` if unset)."""
 
     watch: float
     alarm: float
     clear: float
     baseline: float
+    settled: float | None = None
 
     def __post_init__(self) -> None:
         values = (self.watch, self.alarm, self.clear, self.baseline)
+        if self.settled is not None:
+            values += (self.settled,)
         if not all(math.isfinite(v) for v in values):
             raise InputError(f"alarm thresholds must be finite, got {self.to_dict()}")
         if self.clear > self.alarm or self.watch > self.alarm:
             raise InputError(f"alarm thresholds need clear, watch <= alarm, got {self.to_dict()}")
 
+    @property
+    def settle_level(self) -> float:
+        """After a restart, scores count once they have stayed below this."""
+        return self.watch if self.settled is None else min(self.settled, self.watch)
+
     def to_dict(self) -> dict[str, float]:
         """Plain floats, for saving next to the model weights."""
-        return {
+        out = {
             "watch": float(self.watch),
             "alarm": float(self.alarm),
             "clear": float(self.clear),
             "baseline": float(self.baseline),
         }
+        if self.settled is not None:
+            out["settled"] = float(self.settled)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Thresholds:
@@ -88,7 +104,11 @@ class Thresholds:
         missing = [k for k in keys if k not in data]
         if missing:
             raise InputError(f"alarm thresholds lack {', '.join(missing)}")
-        return cls(**{k: float(data[k]) for k in keys})
+        settled = data.get("settled")
+        return cls(
+            **{k: float(data[k]) for k in keys},
+            settled=None if settled is None else float(settled),
+        )
 
 
 class Tick(NamedTuple):
@@ -119,6 +139,8 @@ class AlarmState:
     last_end: float = -math.inf  # when the last slow-down ended (limit back at 100)
     starts: tuple[float, ...] = ()  # slow-down start times (pruned to the last hour on use)
     suspended_until: float = -math.inf  # scores ignored before this time
+    settling: bool = False  # after a restart: the suspension ends early once the score is calm
+    calm_since: float | None = None  # first step of the current calm run while settling
     limit: float = _FULL  # speed limit last commanded, %
     suppressed: str = ""  # "", "realarm" or "cap": an alarm is being withheld
     n_suppressed: int = 0  # withheld alarms so far
@@ -140,14 +162,15 @@ def step(
     """Advance one model step; return the new state and the commands to send (usually none)."""
     now = float(tick.now)
     if not tick.running:
-        return _release(state, now, "line_stopped", "normal", now + cfg.settle_s)
+        new, cmds = _release(state, now, "line_stopped", "normal", now + settle_max(cfg))
+        return replace(new, settling=True, calm_since=None), cmds
     if not tick.healthy:
         return _release(state, now, "health", "health_fault", state.suspended_until)
     if state.mode == "health_fault":
         return _rest(state, now, now + cfg.settle_s), ()
-    if now < state.suspended_until - _EPS:
-        return _rest(state, now, state.suspended_until), ()
     score = float(tick.score)
+    if now < state.suspended_until - _EPS:
+        return _settle(cfg, thr, state, now, score), ()
     if math.isnan(score):  # no evidence (occluded, not scored)
         if state.mode == "recovering":  # timers hold: a slow-down episode is still open
             return _ramp(cfg, thr, state, now, score)
@@ -203,7 +226,13 @@ def _release(
     return new, cmds
 
 
-def _rest(state: AlarmState, now: float, suspended_until: float) -> AlarmState:
+def _rest(
+    state: AlarmState,
+    now: float,
+    suspended_until: float,
+    settling: bool = False,
+    calm_since: float | None = None,
+) -> AlarmState:
     """Normal with no timers, scores ignored until ``suspended_until``."""
     return _with_mode(
         state,
@@ -212,8 +241,30 @@ def _rest(state: AlarmState, now: float, suspended_until: float) -> AlarmState:
         above_since=None,
         below_since=None,
         suspended_until=suspended_until,
+        settling=settling,
+        calm_since=calm_since,
         suppressed="",
     )
+
+
+def settle_max(cfg: AlarmConfig) -> float:
+    """Longest suspension after a restart (never shorter than the calm time itself)."""
+    return max(cfg.settle_s, cfg.settle_max_s)
+
+
+def _settle(
+    cfg: AlarmConfig, thr: Thresholds, state: AlarmState, now: float, score: float
+) -> AlarmState:
+    """Suspended: after a restart, end the suspension once the score has been calm (below
+    ``thr.settle_level``) for ``settle_s``; a NaN score holds the calm timer."""
+    if not state.settling:
+        return _rest(state, now, state.suspended_until)
+    calm = state.calm_since
+    if not math.isnan(score):
+        calm = _timer(calm, now) if score < thr.settle_level else None
+    if calm is not None and now - calm >= cfg.settle_s - _EPS:
+        return _rest(state, now, now)  # settled: scores count from the next step
+    return _rest(state, now, state.suspended_until, settling=True, calm_since=calm)
 
 
 def _slow(

@@ -6,6 +6,10 @@
    the line runs, several times;
 2. ``foresight train`` runs on it exactly as a plant would (``--budget`` minutes, optionally
    fine-tuning from ``--init``), which ends with the label-free calibration;
+   With ``--calib-minutes``, more normal footage of the line (another seed, never trained on)
+   is simulated and a copy of the model is recalibrated on all of it (``foresight calibrate
+   --footage``): a plant keeps recording after training, and a rare false-alarm target needs
+   hours of calibration, not the training footage's held-out minutes;
 3. labelled footage of the same line from other seeds (B, C, ...; never used in training or
    calibration) is simulated: ``--eval-hours`` with ``--faults-per-hour`` faults, normal
    variation included (hands and shadows, flicker, planned speed changes, noise);
@@ -41,6 +45,7 @@ def bench_detect(
     appearance_seed: int = 9001,
     init: Path | None = None,
     model: Path | None = None,
+    calib_minutes: float = 0.0,
     progress: bool = True,
 ) -> str:
     """Simulate, train, simulate faults, evaluate; returns the markdown written."""
@@ -65,6 +70,28 @@ def bench_detect(
         train = cfg.train.model_copy(update={"max_minutes": budget})
         run_cfg = cfg.model_copy(update={"train": train})
         fit(run_cfg, normal, model, init=init, progress=progress)
+    if calib_minutes > 0:
+        import shutil
+
+        from foresight.model.fit import calibrate_on_footage
+
+        calib = workdir / "calibration"
+        if not (calib / "labels.json").exists():
+            sim = line.model_copy(
+                update={
+                    "seed": appearance_seed * 7 + 4,
+                    "faults_per_hour": 0.0,
+                    "changeovers_per_hour": max(
+                        line.changeovers_per_hour, NORMAL_CHANGEOVERS_PER_HOUR
+                    ),
+                }
+            )
+            simulate_to_dir(sim, calib, hours=calib_minutes / 60.0, progress=progress)
+        recal = workdir / "model_calibrated"
+        shutil.rmtree(recal, ignore_errors=True)
+        shutil.copytree(model, recal)
+        calibrate_on_footage(cfg, recal, [calib], progress=progress)
+        model = recal
     faults = workdir / "faults"
     if not (faults / "labels.json").exists():
         sim = line.model_copy(

@@ -197,12 +197,14 @@ def bench_model(src: Path, dst: Path, hot: bool) -> Path:
     """A copy of the model for the bench: the occlusion gate off (the sample model sees the
     simulated line as occluded, and after 10 s "obstructed", which would hide the faults under a
     health fault of its own) and, when ``hot``, an alarm level every score exceeds (it holds a
-    slow-down the faults can disturb)."""
+    slow-down the faults can disturb) with a fixed settling time."""
     bundle = load_model(src)
     cal = bundle.card.setdefault("calibration", {})
     cal["residuals"] = {**cal.get("residuals", {}), "occlusion_fraction": 1.0}
     if hot:
         cal["thresholds"] = {"watch": -100.0, "alarm": -100.0, "clear": -200.0, "baseline": -300.0}
+        # a score above every level never settles: a fixed settling time after a (cold) start
+        cal["alarms"] = {**cal.get("alarms", {}), "settle_max_s": 0.0}
     return save_model(bundle, dst)
 
 

@@ -81,3 +81,27 @@ def recalibrate(cfg: Config, model: Path, data: Path, *, progress: bool = True) 
         )
     _, val_src, _ = open_training_data(cfg, Path(data), model, progress=progress)
     return calibrate_saved(cfg, model, val_src, progress=progress)
+
+
+def calibrate_on_footage(cfg: Config, model: Path, footage: list[Path], *, progress=True) -> dict:
+    """Recalibrate on normal footage the model never trained on, all of it held out.
+
+    A plant keeps recording: days of normal running after training give a far longer calibration
+    than the training footage's held-out split, and a rare false-alarm target needs it (the
+    thresholds extrapolate less). Videos (and same-stem CSVs) are read at the model's resolution,
+    rate and crop, exactly as replay reads them.
+    """
+    from foresight.calibration import calibrate_model
+    from foresight.evaluate.run import load_recordings
+    from foresight.model.checkpoint import load_model, save_model
+
+    model = Path(model).resolve()
+    bundle = load_model(model)
+    size = int(bundle.data["image_size"])
+    fps = float(bundle.data["fps"])
+    channels = tuple(bundle.data.get("channels", ()))
+    recs = load_recordings([Path(f) for f in footage], size, fps, channels, bundle.roi)
+    streams = [({"name": r.name}, r.frames, r.sensors) for r in recs]
+    summary = calibrate_model(bundle, streams, cfg.residuals, cfg.alarms, progress=progress)
+    save_model(bundle, model)
+    return summary

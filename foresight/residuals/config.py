@@ -47,6 +47,13 @@ class ResidualConfig(BaseModel):
         description="share of regions diverging at once beyond which something passes between "
         "camera and line (a hand, a shadow): no alarm until it has gone",
     )
+    command_channels: tuple[str, ...] = Field(
+        ("feeder_setpoint",),
+        description="sensor channels that carry a commanded speed (setpoints, not measurements): "
+        "when one changes (a planned speed change, a restart ramp, a slow-down) the forecasts "
+        "made before it assumed the old speed, so the score is withheld until the longest "
+        "horizon after the change; channels the model does not have are ignored",
+    )
     global_fraction: float = Field(
         0.5,
         gt=0,
