@@ -55,16 +55,17 @@ def bench_detect(
 
     workdir = Path(workdir)
     line = cfg.sim.model_copy(update={"appearance_seed": appearance_seed})
-    normal = workdir / "normal"
-    if not (normal / "labels.json").exists():
-        sim = line.model_copy(
-            update={
-                "seed": appearance_seed * 7 + 1,
-                "faults_per_hour": 0.0,
-                "changeovers_per_hour": max(line.changeovers_per_hour, NORMAL_CHANGEOVERS_PER_HOUR),
-            }
-        )
-        simulate_to_dir(sim, normal, hours=normal_minutes / 60.0, progress=progress)
+
+    def normal_footage(folder: Path, seed: int, minutes: float) -> Path:
+        """Normal footage of the line (no faults, changeovers as weeks of footage show them)."""
+        if not (folder / "labels.json").exists():
+            changeovers = max(line.changeovers_per_hour, NORMAL_CHANGEOVERS_PER_HOUR)
+            update = {"seed": seed, "faults_per_hour": 0.0, "changeovers_per_hour": changeovers}
+            sim = line.model_copy(update=update)
+            simulate_to_dir(sim, folder, hours=minutes / 60.0, progress=progress)
+        return folder
+
+    normal = normal_footage(workdir / "normal", appearance_seed * 7 + 1, normal_minutes)
     if model is None:
         model = workdir / "model"
         train = cfg.train.model_copy(update={"max_minutes": budget})
@@ -75,18 +76,7 @@ def bench_detect(
 
         from foresight.model.fit import calibrate_on_footage
 
-        calib = workdir / "calibration"
-        if not (calib / "labels.json").exists():
-            sim = line.model_copy(
-                update={
-                    "seed": appearance_seed * 7 + 4,
-                    "faults_per_hour": 0.0,
-                    "changeovers_per_hour": max(
-                        line.changeovers_per_hour, NORMAL_CHANGEOVERS_PER_HOUR
-                    ),
-                }
-            )
-            simulate_to_dir(sim, calib, hours=calib_minutes / 60.0, progress=progress)
+        calib = normal_footage(workdir / "calibration", appearance_seed * 7 + 4, calib_minutes)
         recal = workdir / "model_calibrated"
         shutil.rmtree(recal, ignore_errors=True)
         shutil.copytree(model, recal)
