@@ -40,6 +40,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from foresight.alarms.config import AlarmConfig
 from foresight.alarms.engine import Thresholds, count_alarms, settle_max
 from foresight.errors import InputError
+from foresight.residuals.tracker import MAD_TO_SIGMA
 
 #: least running normal footage for any calibration (below the episode fit's minimum, a
 #: conservative per-step tail is used)
@@ -55,7 +56,6 @@ GRID_POINTS = 600
 _EPS = 1e-6  # as the engine's tolerance on elapsed times
 #: the settled band: median + CALM_Z robust sigmas of running scores (normal 99th percentile)
 CALM_Z = 2.33
-MAD_TO_SIGMA = 1.4826
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _calm_band(cfg: AlarmConfig, series: Sequence[Series]) -> float:
 def _calibrate(
     cfg: AlarmConfig, series: Sequence[Series], band: float
 ) -> tuple[Thresholds, dict[str, Any]]:
-    """One calibration pass, restarts settling on ``band``."""
+    """Thresholds and report from the series, restarts settling on ``band``."""
     prepared = [_prepare(cfg, *s, band=band) for s in series]
     seconds = sum(p.seconds for p in prepared)
     if seconds < MIN_SHORT_FOOTAGE_S:

@@ -57,9 +57,9 @@ class AlarmConfig(BaseModel):
         3.0,
         ge=0,
         le=600,
-        description="after the line resumes, scores are ignored until they have stayed below the "
-        "watch level this long (the restart has settled); after model health returns, scores "
-        "are ignored this long",
+        description="after the line resumes, scores are ignored until they have stayed in the "
+        "calibrated normal running band (Thresholds.settled, else watch) this long (the restart "
+        "has settled); after model health returns, scores are ignored this long",
     )
     settle_max_s: float = Field(
         120.0,
