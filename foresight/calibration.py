@@ -135,7 +135,9 @@ def calibrate_model(
     counters = set(bundle.model_cfg.diff_channels)
     sensor_mask = np.array([c not in counters for c in channels], bool)
     cal = fit_calibration(
-        ({c: f[c][m] for c in COMPONENTS} for f, m in zip(feats, masks, strict=True)), sensor_mask
+        ({c: f[c][m] for c in COMPONENTS} for f, m in zip(feats, masks, strict=True)),
+        sensor_mask,
+        rcfg.tail_quantile,
     )
     rcfg = rcfg.model_copy(update={"occlusion_fraction": occlusion_level(rcfg, cal, feats, masks)})
     series = []

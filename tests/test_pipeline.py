@@ -168,6 +168,35 @@ def test_tracker_normalises_localises_and_learns_only_from_normal():
     assert not np.array_equal(before["regions"], tr.trend["regions"])
 
 
+def test_tail_scaling_equalises_exceedance_across_cells():
+    """Two cells with the same bulk (MAD) but different tails: scaled by the MAD the heavy one
+    dominates the worst-cell score; scaled by the 0.999 quantile both pass a given z equally
+    often. With too few samples for that quantile the MAD is kept."""
+    rng = np.random.default_rng(3)
+    n, q = 40_000, 0.999
+    train = _features(rng, n, nh=1, r=2, s=1)
+    heavy = rng.standard_t(2, size=n).astype(np.float32)  # same bulk as N(0,1), far heavier tail
+    train["pixel"][:, 0, 1] = heavy
+    mad = fit_calibration([train])
+    tail = fit_calibration([train], tail_quantile=q)
+    assert abs(mad.scale["pixel"][0, 1] / mad.scale["pixel"][0, 0] - 1.2) < 0.3  # bulk alike
+    assert tail.scale["pixel"][0, 1] > 3 * tail.scale["pixel"][0, 0]
+    test = _features(np.random.default_rng(4), n, nh=1, r=2, s=1)
+    test["pixel"][:, 0, 1] = np.random.default_rng(5).standard_t(2, size=n)
+
+    def exceed(cal):
+        z = (test["pixel"][:, 0] - cal.center["pixel"][0]) / cal.scale["pixel"][0]
+        return (z > 3.09).mean(axis=0)  # the normal 0.999 quantile
+
+    light, heavy_rate = exceed(mad)
+    assert heavy_rate > 10 * light  # the MAD lets the heavy-tailed cell alarm far more often
+    light, heavy_rate = exceed(tail)
+    assert 0.3 < heavy_rate / light < 3 and 0.0003 < light < 0.003
+    few = fit_calibration([{k: v[:5000] for k, v in train.items()}], tail_quantile=q)
+    short = fit_calibration([{k: v[:5000] for k, v in train.items()}])
+    np.testing.assert_allclose(few.scale["pixel"], short.scale["pixel"])
+
+
 def test_evaluate_runs_every_method_on_the_samples(tiny_model, tmp_path, capsys):
     bench = tmp_path / "B.md"
     rc = main(

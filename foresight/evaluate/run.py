@@ -111,7 +111,10 @@ class CopyLast:
         """Robust statistics of its residuals on normal footage."""
         warm = max(self.steps)
         feats = [self.features(f) for f, _ in clips]
-        self.cal = fit_calibration({c: f[c][warm:] for c in COMPONENTS} for f in feats)
+        self.cal = fit_calibration(
+            ({c: f[c][warm:] for c in COMPONENTS} for f in feats),
+            tail_quantile=self.rcfg.tail_quantile,
+        )
         return self
 
     def score(self, frames: np.ndarray, sensors=None) -> np.ndarray:

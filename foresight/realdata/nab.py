@@ -71,7 +71,10 @@ class NabSettings:
         hidden=16, horizons=(1, 3, 12), steps=300, window=64, burn_in=4, input_noise=0.1
     )
     residuals: ResidualConfig = ResidualConfig(
-        components=("latent", "sensor"), smooth_seconds=1.0, warmup_seconds=0.0
+        components=("latent", "sensor"),
+        smooth_seconds=1.0,
+        warmup_seconds=0.0,
+        tail_quantile=None,  # short training parts: the MAD (see residuals.tracker)
     )
     level: mon.LevelConfig | None = None  # off: chosen before any NAB run with it (see BENCHMARKS)
     per_hour: float = 1 / 168  # one false alarm per week

@@ -67,7 +67,10 @@ class SkabSettings:
 
     model: SensorModelConfig = SensorModelConfig(horizons=(1, 10, 60), steps=600, window=128)
     residuals: ResidualConfig = ResidualConfig(
-        components=("latent", "sensor"), smooth_seconds=5.0, warmup_seconds=0.0
+        components=("latent", "sensor"),
+        smooth_seconds=5.0,
+        warmup_seconds=0.0,
+        tail_quantile=None,  # short training parts: the MAD (see residuals.tracker)
     )
     per_hour: float = 1.0  # target false alarms per hour of normal operation
     delays: dict[str, float] = field(

@@ -66,7 +66,10 @@ class TepSettings:
         hidden=48, horizons=(1, 4, 20), steps=500, window=64, burn_in=4, input_noise=0.1
     )
     residuals: ResidualConfig = ResidualConfig(
-        components=("latent", "sensor"), smooth_seconds=3.0, warmup_seconds=0.0
+        components=("latent", "sensor"),
+        smooth_seconds=3.0,
+        warmup_seconds=0.0,
+        tail_quantile=None,  # short training parts: the MAD (see residuals.tracker)
     )
     level: mon.LevelConfig | None = mon.LevelConfig(span=3.0, ridge=1.0, shrink=0.2)
     shewhart_quantile: float | None = 0.99  # combined Shewhart-EWMA, margin from d00.dat

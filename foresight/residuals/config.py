@@ -23,6 +23,15 @@ class ResidualConfig(BaseModel):
     components: tuple[Literal["pixel", "latent", "sensor"], ...] = Field(
         ("pixel", "latent", "sensor"), min_length=1, description="residuals that form the score"
     )
+    tail_quantile: float | None = Field(
+        0.999,
+        gt=0.5,
+        lt=1,
+        description="stage-1 cells are scaled so that this quantile of their normal values sits "
+        "at the same z in every cell (equal exceedance per region and sensor), where the "
+        "calibration footage has at least 10/(1 - q) samples of the cell; below that, and with "
+        "none, the MAD alone scales them",
+    )
     smooth_seconds: float = Field(
         0.3, ge=0, le=60, description="time constant of the causal EWMA on the score (0 = none)"
     )

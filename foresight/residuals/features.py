@@ -11,8 +11,8 @@ due. For each due horizon the features are:
 - ``sensor`` (B, nH, S): log of the squared error of each normalised sensor over its predicted
   variance (NaN where the sensor is missing).
 
-Logs make the heavy-tailed errors close to symmetric, so robust per-cell statistics (median and
-MAD) calibrate them well.
+Logs make the heavy-tailed errors close to symmetric, so robust per-cell statistics (median, MAD
+and a high quantile: ``residuals.tracker``) calibrate them well.
 """
 
 from __future__ import annotations
