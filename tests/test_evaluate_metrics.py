@@ -284,3 +284,25 @@ def test_an_alarm_carried_over_from_the_previous_clip_is_not_a_new_onset():
     fresh = evaluate_files([FileResult("b.mp4", t, alarm)])
     carried = evaluate_files([FileResult("b.mp4", t, alarm, carried=True)])
     assert (fresh.false_alarms, carried.false_alarms) == (1, 0)
+
+
+def test_slowdown_cap_follows_the_footage_fault_rate(tmp_path):
+    """Dense benchmark footage lifts the engine's per-hour cap (else it measures the cap);
+    footage at a real line's rate, or without labels, keeps the configured cap."""
+    from foresight.evaluate.run import slowdown_cap
+
+    def labels(folder, faults, clips):
+        folder.mkdir()
+        doc = {
+            "faults": [{"file": "c.mp4", "type": "skew"}] * faults,
+            "files": [{"file": f"c{i}.mp4", "duration": 60.0} for i in range(clips)],
+        }
+        (folder / "labels.json").write_text(json.dumps(doc))
+        return folder
+
+    dense = labels(tmp_path / "dense", 47, 120)  # 47 faults in 2 h
+    assert slowdown_cap(6, [dense]) == 47
+    sparse = labels(tmp_path / "sparse", 4, 480)  # 4 faults in 8 h
+    assert slowdown_cap(6, [sparse]) == 6
+    assert slowdown_cap(6, [tmp_path / "nothing"]) == 6
+    assert slowdown_cap(6, [dense, sparse]) == 11  # 51 faults in 10 h: 5.1 an hour, doubled
