@@ -305,11 +305,11 @@ def evaluate(
     cap = slowdown_cap(pipe.acfg.max_slowdowns_per_hour, data)
     if cap != pipe.acfg.max_slowdowns_per_hour:
         log.warning(
-            "labelled footage has %.0f faults per hour: the cap on slow-downs per hour is "
-            "raised from %d to %d for this evaluation",
-            cap / CAP_HEADROOM,
+            "the cap on slow-downs per hour is raised from %d to %d for this evaluation "
+            "(%gx the labelled footage's fault rate)",
             pipe.acfg.max_slowdowns_per_hour,
             cap,
+            CAP_HEADROOM,
         )
         pipe.acfg = pipe.acfg.model_copy(update={"max_slowdowns_per_hour": cap})
     roi = bundle.roi

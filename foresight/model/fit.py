@@ -43,19 +43,20 @@ def fit(
         card=card,
         progress=progress,
     )
-    calibrate_saved(cfg, res.path, val_src, progress=progress)
+    calibrate_saved(cfg, res.path, lambda _: val_src.streams(), progress=progress)
     return res
 
 
-def calibrate_saved(cfg: Config, path: Path, source, *, progress: bool = True) -> dict:
-    """Calibrate the model at ``path`` on the held-out normal footage of ``source``; save it."""
+def calibrate_saved(cfg: Config, path: Path, streams, *, progress: bool = True) -> dict:
+    """Calibrate the model at ``path`` on the normal footage ``streams(bundle)`` gives; save it.
+
+    ``streams`` is called with the loaded model, so footage can be read at its resolution, rate
+    and crop."""
     from foresight.calibration import calibrate_model
     from foresight.model.checkpoint import load_model, save_model
 
     bundle = load_model(path)
-    summary = calibrate_model(
-        bundle, source.streams(), cfg.residuals, cfg.alarms, progress=progress
-    )
+    summary = calibrate_model(bundle, streams(bundle), cfg.residuals, cfg.alarms, progress=progress)
     save_model(bundle, path)
     return summary
 
@@ -80,7 +81,7 @@ def recalibrate(cfg: Config, model: Path, data: Path, *, progress: bool = True) 
             }
         )
     _, val_src, _ = open_training_data(cfg, Path(data), model, progress=progress)
-    return calibrate_saved(cfg, model, val_src, progress=progress)
+    return calibrate_saved(cfg, model, lambda _: val_src.streams(), progress=progress)
 
 
 def calibrate_on_footage(cfg: Config, model: Path, footage: list[Path], *, progress=True) -> dict:
@@ -91,17 +92,12 @@ def calibrate_on_footage(cfg: Config, model: Path, footage: list[Path], *, progr
     thresholds extrapolate less). Videos (and same-stem CSVs) are read at the model's resolution,
     rate and crop, exactly as replay reads them.
     """
-    from foresight.calibration import calibrate_model
     from foresight.evaluate.run import load_recordings
-    from foresight.model.checkpoint import load_model, save_model
 
-    model = Path(model).resolve()
-    bundle = load_model(model)
-    size = int(bundle.data["image_size"])
-    fps = float(bundle.data["fps"])
-    channels = tuple(bundle.data.get("channels", ()))
-    recs = load_recordings([Path(f) for f in footage], size, fps, channels, bundle.roi)
-    streams = [({"name": r.name}, r.frames, r.sensors) for r in recs]
-    summary = calibrate_model(bundle, streams, cfg.residuals, cfg.alarms, progress=progress)
-    save_model(bundle, model)
-    return summary
+    def streams(bundle) -> list:
+        size, fps = int(bundle.data["image_size"]), float(bundle.data["fps"])
+        channels = tuple(bundle.data.get("channels", ()))
+        recs = load_recordings([Path(f) for f in footage], size, fps, channels, bundle.roi)
+        return [({"name": r.name}, r.frames, r.sensors) for r in recs]
+
+    return calibrate_saved(cfg, Path(model).resolve(), streams, progress=progress)

@@ -179,13 +179,16 @@ def with_level(
     }
 
 
-def calibrate(features: Sequence[dict[str, np.ndarray]]) -> Calibration:
-    """Robust residual statistics from normal samples (leading NaN steps dropped)."""
+def calibrate(
+    features: Sequence[dict[str, np.ndarray]], rcfg: ResidualConfig | None = None
+) -> Calibration:
+    """Robust residual statistics from normal samples (leading NaN steps dropped), scaled as
+    ``rcfg.tail_quantile`` says (the MAD when None or without ``rcfg``)."""
     ready = []
     for f in features:
         ok = np.isfinite(f["latent"]).all(axis=1)
         ready.append({k: v[ok] for k, v in f.items()})
-    return fit_calibration(ready)
+    return fit_calibration(ready, tail_quantile=None if rcfg is None else rcfg.tail_quantile)
 
 
 def track(

@@ -230,7 +230,7 @@ def score_file(f: NabFile, s: NabSettings) -> dict[str, Any]:
     feats = mon.due_features(xn, mean, logvar, s.model.horizons)
     if s.level is not None:
         feats = mon.with_level(feats, mon.LevelHead.fit(xn[:fit_rows], s.level), xn)
-    cal = mon.calibrate([{k: v[fit_rows:p] for k, v in feats.items()}])
+    cal = mon.calibrate([{k: v[fit_rows:p] for k, v in feats.items()}], s.residuals)
     score = mon.track(feats, cal, s.residuals)[0]
     u = surprise(score, fit_rows, s.short, s.min_history)
     detected = np.zeros(len(score), bool)

@@ -164,7 +164,7 @@ def score_features(feats: dict[str, np.ndarray], s: SkabSettings) -> np.ndarray:
     """The tracker's score of one file's residual features, calibrated on its first 400 rows
     (the combined chart's margin too, when ``s.shewhart_quantile`` is set)."""
     fit_part = {k: v[:TRAIN_ROWS] for k, v in feats.items()}
-    cal = mon.calibrate([fit_part])
+    cal = mon.calibrate([fit_part], s.residuals)
     rcfg = s.residuals
     if s.shewhart_quantile is not None:
         margin = mon.shewhart_margin([fit_part], cal, rcfg, s.shewhart_quantile)

@@ -166,7 +166,7 @@ def run_tep(root: Path, s: TepSettings | None = None) -> dict[str, Any]:
         folds.append((fold, head))
         feats = _features(fold, head, xn, s)
         cal_feats.append({k: v[held] for k, v in feats.items()})
-    cal = mon.calibrate(cal_feats)
+    cal = mon.calibrate(cal_feats, s.residuals)
     rcfg = s.residuals
     if s.shewhart_quantile is not None:
         margin = mon.shewhart_margin(cal_feats, cal, rcfg, s.shewhart_quantile)
