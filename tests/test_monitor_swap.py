@@ -71,6 +71,12 @@ def test_hot_swap_refusals_request_file_and_enable_off(tmp_path):
                 await asyncio.sleep(0.05)
             m = box["m"]
             await _steps(m, 20, 120)  # compiled and running
+            # the hot model commands its slow-down once the cold start has settled; wait for it
+            # here, so the Enable-off check below does not race the swaps' score hold-off
+            t0 = time.monotonic()
+            while m.counters.commands < 1:
+                assert time.monotonic() - t0 < 60, "the hot model never commanded a slow-down"
+                await asyncio.sleep(0.05)
             v0, jitted = m.model_name, list(m.pipe.pred._scored.values())
             sizes = [f._cache_size() for f in jitted]
             v1 = await m.swap_model(good)
