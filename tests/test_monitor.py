@@ -72,7 +72,11 @@ def test_slowdown_reaches_the_plc_and_is_confirmed(tiny_model, tmp_path):
     hot = save_model(bundle, tmp_path / "hot")
     cfg = _cfg(tmp_path, hot, duration_s=8)
     # No rate limit here, so the read-back shows the full step (the limiter is tested in test_plc).
-    cfg = cfg.model_copy(update={"plc": cfg.plc.model_copy(update={"max_step_pct_per_s": 1e6})})
+    cfg = cfg.model_copy(
+        update={
+            "plc": cfg.plc.model_copy(update={"max_step_pct_per_s": 1e6, "max_drop_pct_per_s": 1e6})
+        }
+    )
     c = asyncio.run(run_monitor(cfg))
     assert c.alarms >= 1 and c.commands_confirmed >= 1
     cmds = _points(cfg, "command")

@@ -35,6 +35,7 @@ def fast(**update: Any) -> PlcConfig:
         heartbeat_s=0.1,
         heartbeat_timeout_s=0.6,
         max_step_pct_per_s=1e6,
+        max_drop_pct_per_s=1e6,
         reconnect_min_s=0.1,
         reconnect_max_s=0.4,
         timeout_s=2.0,
@@ -57,8 +58,10 @@ async def until(check: Callable[[], bool], timeout: float, step: float = 0.01) -
     ("requested", "current", "elapsed", "enable", "limit", "reason"),
     [
         (40.0, 100.0, 2.0, True, 40.0, "ok"),  # a full second's budget and more: one step
-        (40.0, 100.0, 0.5, True, 75.0, "rate_limited"),  # 50 %/s for 0.5 s
-        (60.0, 50.0, 0.1, True, 55.0, "rate_limited"),  # raising is rate-limited too
+        (40.0, 100.0, 0.5, True, 50.0, "rate_limited"),  # falls at 100 %/s for 0.5 s
+        (70.0, 100.0, 0.5, True, 70.0, "ok"),  # the engine's slow-down: one write
+        (60.0, 50.0, 0.1, True, 55.0, "rate_limited"),  # rises at 50 %/s
+        (100.0, 70.0, 0.5, True, 95.0, "rate_limited"),  # restoring speed is the slow side
         (10.0, 100.0, 9.0, True, 30.0, "clamped"),  # never below min_limit_pct
         (150.0, 50.0, 9.0, True, 100.0, "clamped"),  # never above 100 % of the setpoint
         (40.0, 100.0, 0.5, False, None, "disabled"),  # Enable off: nothing to write
@@ -71,7 +74,7 @@ async def until(check: Callable[[], bool], timeout: float, step: float = 0.01) -
     ],
 )
 def test_guard_table(requested, current, elapsed, enable, limit, reason):
-    d = Guard(min_limit_pct=30.0, max_step_pct_per_s=50.0).decide(
+    d = Guard(min_limit_pct=30.0, max_step_pct_per_s=50.0, max_drop_pct_per_s=100.0).decide(
         requested, current, elapsed, enable
     )
     assert (d.limit, d.reason) == (limit, reason)
@@ -79,12 +82,13 @@ def test_guard_table(requested, current, elapsed, enable, limit, reason):
 
 def test_guard_never_leaves_range_or_rate_on_random_inputs():
     rng = np.random.default_rng(0)
-    g = Guard(min_limit_pct=25.0, max_step_pct_per_s=40.0)
+    g = Guard(min_limit_pct=25.0, max_step_pct_per_s=40.0, max_drop_pct_per_s=90.0)
     cases = rng.uniform((-50, 25, 0), (200, 100, 2), size=(2000, 3))
     for req, cur, dt in cases:
         d = g.decide(req, cur, dt, True)
         assert d.limit is not None and 25.0 <= d.limit <= 100.0
-        assert abs(d.limit - cur) <= 40.0 * dt + 1e-6
+        assert d.limit - cur <= 40.0 * dt + 1e-6
+        assert cur - d.limit <= 90.0 * dt + 1e-6
 
 
 def test_guard_and_config_refuse_nonsense():
@@ -92,6 +96,8 @@ def test_guard_and_config_refuse_nonsense():
         Guard(min_limit_pct=120.0)
     with pytest.raises(ValueError, match="max_step_pct_per_s"):
         Guard(max_step_pct_per_s=0.0)
+    with pytest.raises(ValueError, match="max_drop_pct_per_s"):
+        Guard(max_drop_pct_per_s=-1.0)
     with pytest.raises(ValidationError, match="disagree"):
         PlcConfig(security_policy="None")
     with pytest.raises(ValidationError, match="opc.tcp"):
@@ -107,13 +113,37 @@ def test_dry_run_actuator_guards_records_and_ramps():
         cfg = PlcConfig(heartbeat_s=0.5, max_step_pct_per_s=50.0)
         act = DryRunActuator(cfg, clock=lambda: float(next(ticks)))
         await act.connect()
-        first = await act.apply(20.0)  # clamped to 30, one heartbeat of slew: 100 -> 75
-        assert (first.limit, first.written, first.reason) == (75.0, False, "dry_run")
+        first = await act.apply(20.0)  # clamped to 30, one heartbeat of fall: 100 -> 50
+        assert (first.limit, first.written, first.reason) == (50.0, False, "dry_run")
         for _ in range(10):
             await act.heartbeat()
         assert act.limit_pct == 30.0
         assert await act.set_alarm_state(2) is False
         assert list(act.alarm_states) == [2] and not (await act.read_inputs()).ok
+
+    run(body())
+
+
+def test_rate_budget_counts_from_the_last_written_change():
+    """A heartbeat that only held the limit must not shrink the next slow-down (it did: the
+    engine's 30-point slow-down then took two heartbeats, half a second late)."""
+
+    async def body() -> None:
+        now = [0.0]
+        act = DryRunActuator(PlcConfig(heartbeat_s=0.5), clock=lambda: now[0])
+        assert (await act.apply(70.0)).limit == 70.0  # one write
+        now[0] = 10.0
+        assert (await act.apply(100.0)).limit == 95.0  # rising: 50 %/s for one heartbeat
+        for k in range(3):
+            now[0] = 10.5 + 0.5 * k
+            await act.heartbeat()
+        assert act.limit_pct == 100.0
+        now[0] = 20.0
+        await act.heartbeat()  # holds at 100, nothing written
+        now[0] = 20.1  # a slow-down 0.1 s after that heartbeat still lands whole
+        assert (await act.apply(70.0)).limit == 70.0
+        now[0] = 20.2  # a further drop right after a write is rate-limited
+        assert (await act.apply(30.0)).limit == 60.0
 
     run(body())
 
@@ -322,6 +352,7 @@ def secure_cfg(pki: dict[str, Path], endpoint: str, **update: Any) -> PlcConfig:
         username="line",
         password=SecretStr("s3cret"),
         max_step_pct_per_s=1e6,
+        max_drop_pct_per_s=1e6,
     )
     return cfg.model_copy(update=update)
 

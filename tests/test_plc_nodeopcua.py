@@ -96,6 +96,7 @@ def test_actuator_against_node_opcua(server: str):
         heartbeat_s=0.1,
         heartbeat_timeout_s=0.5,
         max_step_pct_per_s=1e6,
+        max_drop_pct_per_s=1e6,
     )
 
     async def body() -> None:

@@ -1,10 +1,18 @@
 """The PLC side of Foresight: the ``Actuator`` protocol, the pure ``Guard``, ``PlcError``, dry run.
 
 Every speed limit goes through ``Guard.decide`` before it reaches a PLC: it is clamped to
-``[min_limit_pct, 100]`` (100 = the operator's own setpoint, never more), it slews at most
-``max_step_pct_per_s``, and nothing is written while the plant's ``Enable`` is off. Actuators keep
-the last requested limit as a target and move towards it on every ``heartbeat()``, so a
-rate-limited or refused limit is reached once the guard allows it.
+``[min_limit_pct, 100]`` (100 = the operator's own setpoint, never more), it rises at most
+``max_step_pct_per_s`` and falls at most ``max_drop_pct_per_s``, and nothing is written while the
+plant's ``Enable`` is off. Actuators keep the last requested limit as a target and move towards it
+on every ``heartbeat()``, so a rate-limited or refused limit is reached once the guard allows it.
+
+The rates are asymmetric on purpose (fast attack, slow release). Slowing down is the protective
+direction and is worth nothing if it lands late: with the defaults (100 %/s down, one heartbeat of
+0.5 s) the alarm engine's 30-point slow-down is one write, where a symmetric 50 %/s split it over
+two heartbeats and the feeder reached its slower speed half a second later. Raising speed again
+is where a line gets hurt, so it stays slow. The budget counts from the last *written* change
+(capped at one heartbeat), not from the last look: a heartbeat that only held the value does not
+shrink the next step.
 """
 
 from __future__ import annotations
@@ -150,18 +158,21 @@ class Guard:
     """Pure limits on what may be written: range, rate and the plant's Enable."""
 
     min_limit_pct: float = 30.0
-    max_step_pct_per_s: float = 50.0
+    max_step_pct_per_s: float = 50.0  # raising the limit (restoring speed)
+    max_drop_pct_per_s: float = 100.0  # lowering it (slowing down)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_limit_pct <= FULL_PCT:
             raise ValueError(f"min_limit_pct must be in [0, 100], got {self.min_limit_pct}")
         if not self.max_step_pct_per_s > 0:
             raise ValueError(f"max_step_pct_per_s must be > 0, got {self.max_step_pct_per_s}")
+        if not self.max_drop_pct_per_s > 0:
+            raise ValueError(f"max_drop_pct_per_s must be > 0, got {self.max_drop_pct_per_s}")
 
     @classmethod
     def from_config(cls, cfg: PlcConfig) -> Guard:
         """The guard a ``PlcConfig`` asks for."""
-        return cls(cfg.min_limit_pct, cfg.max_step_pct_per_s)
+        return cls(cfg.min_limit_pct, cfg.max_step_pct_per_s, cfg.max_drop_pct_per_s)
 
     def clamp(self, pct: float) -> float:
         """``pct`` limited to [min_limit_pct, 100].
@@ -174,9 +185,10 @@ class Guard:
     def decide(self, requested: float, current: float, elapsed_s: float, enable: bool) -> Decision:
         """The next limit on the way from ``current`` to ``requested`` after ``elapsed_s``.
 
-        ``current`` is the PLC's present value (NaN when unknown: taken as 100). The step is at
-        most ``max_step_pct_per_s * elapsed_s``; callers cap ``elapsed_s`` (one heartbeat) so a
-        long pause does not allow a jump.
+        ``current`` is the PLC's present value (NaN when unknown: taken as 100). A rise is at
+        most ``max_step_pct_per_s * elapsed_s``, a fall at most ``max_drop_pct_per_s *
+        elapsed_s``; callers pass the time since their last written change, capped at one
+        heartbeat, so a long pause does not allow a jump.
         """
         if not enable:
             return Decision(None, "disabled")
@@ -184,8 +196,9 @@ class Guard:
             return Decision(None, "invalid")
         want = self.clamp(requested)
         start = self.clamp(current) if math.isfinite(current) else FULL_PCT
-        budget = self.max_step_pct_per_s * max(0.0, float(elapsed_s))
-        limit = round(start + min(budget, max(-budget, want - start)), 6)
+        dt = max(0.0, float(elapsed_s))
+        up, down = self.max_step_pct_per_s * dt, self.max_drop_pct_per_s * dt
+        limit = round(start + min(up, max(-down, want - start)), 6)
         if math.isfinite(current) and abs(limit - current) <= TOLERANCE_PCT:
             return Decision(limit, "hold")
         if abs(limit - want) > TOLERANCE_PCT:
@@ -254,12 +267,11 @@ class DryRunActuator:
         now = self._clock()
         elapsed = self._tick_s if self._last_t is None else min(now - self._last_t, self._tick_s)
         d = self._guard.decide(self.target, self._shadow, elapsed, True)
-        self._last_t = now
         if d.limit is None or d.reason == "hold":
             out = Applied(self.target, d.limit, False, None, False, d.reason)
         else:
             log.info("PLC dry run: would write SpeedLimitPct=%.1f (%s)", d.limit, d.reason)
-            self._shadow = d.limit
+            self._shadow, self._last_t = d.limit, now
             out = Applied(self.target, d.limit, False, None, False, "dry_run")
         self.applied.append(out)
         return out

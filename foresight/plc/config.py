@@ -50,7 +50,15 @@ class PlcConfig(BaseModel):
     heartbeat_s: float = Field(0.5, gt=0, le=60)
     heartbeat_timeout_s: float = Field(2.0, gt=0, le=600, description="PLC watchdog (simulator)")
     min_limit_pct: float = Field(30.0, ge=0, le=100)
-    max_step_pct_per_s: float = Field(50.0, gt=0)
+    max_step_pct_per_s: float = Field(
+        50.0, gt=0, description="fastest rise of SpeedLimitPct (restoring speed), % per s"
+    )
+    max_drop_pct_per_s: float = Field(
+        100.0,
+        gt=0,
+        description="fastest fall of SpeedLimitPct (slowing down, the protective direction), "
+        "% per s; at the default heartbeat the alarm engine's slow-down is one write",
+    )
     dry_run: bool = Field(False, description="shadow mode: read and log, never write")
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)

@@ -195,16 +195,16 @@ class OpcUaActuator:
         tick = self._cfg.heartbeat_s
         elapsed = tick if self._last_t is None else min(now - self._last_t, tick)
         d = self._guard.decide(req, found, elapsed, bool(enable))
-        self._last_t = now
         self._note(d.reason, req)
         if d.limit is None or d.reason == "hold":
             return Applied(req, d.limit, False, found, d.limit is not None, d.reason)
         if self._cfg.dry_run:
-            self._shadow = d.limit
+            self._shadow, self._last_t = d.limit, now
             log.info("PLC %s dry run: would write SpeedLimitPct=%.1f", self._ep, d.limit)
             return Applied(req, d.limit, False, None, False, "dry_run")
         try:
             await self._write(link, "speed_limit_pct", d.limit)
+            self._last_t = now  # the rate budget counts from the last change written
             back = as_float(await lim.read_value())
         except Exception as exc:
             return self._failed(link, exc, "SpeedLimitPct", req, d.limit)
