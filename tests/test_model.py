@@ -19,7 +19,7 @@ from foresight.errors import InputError
 from foresight.model.checkpoint import build_model, check_compatible, load_model, read_card
 from foresight.model.core import init_carry
 from foresight.model.predictor import Predictor
-from foresight.model.train import compute_norm, train_model
+from foresight.model.train import compute_norm, make_optimizer, train_model
 
 HERE = Path(__file__).parent
 
@@ -111,6 +111,17 @@ def test_fine_tune_from_base(cfg, trained, tmp_path):
     np.testing.assert_array_equal(np.asarray(tuned.norm.std), np.asarray(base.norm.std))
     fresh = compute_norm(tr, cfg.model, tcfg.seed)  # what a fresh scaling of the new data gives
     assert not np.allclose(np.asarray(fresh.mean), np.asarray(base.norm.mean))
+
+
+def test_fine_tune_runs_at_the_scaled_learning_rate(cfg):
+    """Adam's first step moves each weight by the learning rate: a fine-tune's is scaled."""
+    p, g = {"w": jax.numpy.ones(3)}, {"w": jax.numpy.asarray([0.5, -2.0, 1e-3])}
+    moves = []
+    for finetune in (False, True):
+        tx = make_optimizer(cfg.train, finetune=finetune)
+        upd, _ = tx.update(g, tx.init(p), p)
+        moves.append(np.abs(np.asarray(upd["w"])))
+    np.testing.assert_allclose(moves[1] / moves[0], cfg.train.finetune_lr_scale, rtol=1e-3)
 
 
 def test_missing_and_corrupt_checkpoints(trained, tmp_path):

@@ -106,9 +106,11 @@ def compute_norm(source: WindowSource, model_cfg: ModelConfig, seed: int) -> Nor
     )
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Adam with linear warm-up and global-norm clipping."""
-    sched = optax.linear_schedule(cfg.lr * 0.1, cfg.lr, max(cfg.warmup_steps, 1))
+def make_optimizer(cfg: TrainConfig, finetune: bool = False) -> optax.GradientTransformation:
+    """Adam with linear warm-up and global-norm clipping; a fine-tune (``finetune``) runs at
+    ``lr * finetune_lr_scale``."""
+    lr = cfg.lr * (cfg.finetune_lr_scale if finetune else 1.0)
+    sched = optax.linear_schedule(lr * 0.1, lr, max(cfg.warmup_steps, 1))
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(sched))
 
 
@@ -286,7 +288,7 @@ def train_model(
         model = build_model(model_cfg, int(data["image_size"]), n_sensors, train_cfg.seed)
         norm = compute_norm(train_src, model_cfg, train_cfg.seed)
     graphdef, params = nnx.split(model, nnx.Param)
-    tx = make_optimizer(train_cfg)
+    tx = make_optimizer(train_cfg, finetune=init is not None)
     opt_state = tx.init(params)
     replicated, split, batch = _mesh_shardings(train_cfg.batch_size)
     state_dir = out.with_name(out.name + ".train")
