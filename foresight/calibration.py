@@ -143,16 +143,7 @@ def calibrate_model(
     series = []
     horizon = max(bundle.model_cfg.horizons)
     for (_, _, sensors), f, m, run in zip(streams, feats, masks, runs, strict=True):
-        tracker = ResidualTracker(rcfg, cal, fps)
-        gate, speed = OcclusionGate(rcfg, horizon), SpeedChangeGate(rcfg, channels, horizon)
-        scores = np.full(len(m), np.nan)
-        for i in range(len(m)):
-            changing = speed.update(i / fps, sensors[i])
-            if not m[i]:
-                continue
-            res = tracker.update({c: f[c][i] for c in COMPONENTS})
-            occluded = gate.update(i / fps, res.global_fraction)
-            scores[i] = math.nan if occluded or changing else res.score
+        scores = engine_scores(rcfg, cal, fps, channels, horizon, sensors, f, m)
         # Each recording starts the model cold, which the pipeline hands the engine as a restart
         # (not running while warming up), so its transient settles as after a line stop.
         engine_run = run.copy()
@@ -183,6 +174,32 @@ def calibrate_model(
         thr.watch,
     )
     return summary
+
+
+def engine_scores(
+    rcfg: ResidualConfig,
+    cal: Calibration,
+    fps: float,
+    channels: tuple[str, ...],
+    horizon: float,
+    sensors: np.ndarray,
+    feats: dict[str, np.ndarray],
+    usable: np.ndarray,
+) -> np.ndarray:
+    """The score the alarm engine sees at each step of one recording, as ``Pipeline.step`` hands
+    it over (NaN while occluded, while the speed changes, and on steps not ``usable``): the
+    tracker, occlusion gate and speed-change gate replayed over precomputed raw features."""
+    tracker = ResidualTracker(rcfg, cal, fps)
+    gate, speed = OcclusionGate(rcfg, horizon), SpeedChangeGate(rcfg, channels, horizon)
+    scores = np.full(len(usable), np.nan)
+    for i in range(len(usable)):
+        changing = speed.update(i / fps, sensors[i])
+        if not usable[i]:
+            continue
+        res = tracker.update({c: feats[c][i] for c in COMPONENTS})
+        occluded = gate.update(i / fps, res.global_fraction)
+        scores[i] = math.nan if occluded or changing else res.score
+    return scores
 
 
 def restart_settle(acfg: AlarmConfig, thr: Any, series: list) -> float | None:

@@ -289,6 +289,30 @@ def test_calibration_uses_running_mask_and_several_series():
     assert Thresholds.from_dict(thr.to_dict()) == thr
 
 
+def test_restart_settles_on_a_line_running_above_its_calibration_band():
+    """A line that runs a little higher than its calibration footage (above that footage's own
+    99th percentile, below watch) still settles after a restart, and a precursor 25 s later
+    alarms. With the restart band at the calibration's 99th percentile (the calm band), the
+    monitor stayed blind for settle_max_s after every restart (measured on the benchmark line:
+    95 of 120 one-minute clips never settled)."""
+    cfg = AlarmConfig()
+    t, s = ar_score(seed=3, hours=1.0)
+    thr, report = calibrate_thresholds(cfg, [(t, s, (t % 600.0) < 540.0)])
+    calm = report["calm_band"]
+    assert calm < thr.watch and thr.settle_level == report["settled_band"] <= thr.alarm
+    live = series(60.0)
+    score = np.full(live.size, 0.5 * (calm + thr.watch))  # normal for this line, today
+    score[live >= 30.0] = thr.alarm + 1.0  # the precursor
+    running = live >= 2.0  # the line restarts at 2 s
+    _, _, events = run_engine(cfg, thr, live, score, running=running)
+    starts = [at for at, c in events if c.reason == "slowdown"]
+    assert starts and starts[0] == pytest.approx(30.0 + cfg.on_delay_s)
+    # the same footage under the calm band: still suspended when the precursor comes
+    tight = Thresholds(thr.watch, thr.alarm, thr.clear, thr.baseline, settled=calm)
+    _, _, events = run_engine(cfg, tight, live, score, running=running)
+    assert not [at for at, c in events if c.reason == "slowdown"]
+
+
 def test_calibration_rejects_short_or_constant():
     cfg = AlarmConfig()
     with pytest.raises(InputError, match=r"at least \d+ s of running normal footage .* got 5 s"):
@@ -314,7 +338,7 @@ def test_short_footage_falls_back_to_a_conservative_tail():
 
 
 def test_thresholds_and_config_validation():
-    with pytest.raises(InputError, match="clear, watch <= alarm"):
+    with pytest.raises(InputError, match="clear, watch, settled <= alarm"):
         Thresholds(watch=1.0, alarm=2.0, clear=3.0, baseline=0.5)
     with pytest.raises(InputError, match="lack baseline"):
         Thresholds.from_dict({"watch": 1.0, "alarm": 2.0, "clear": 1.5})

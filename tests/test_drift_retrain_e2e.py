@@ -98,7 +98,10 @@ def test_supplier_change_drifts_retrains_and_swaps_without_stopping(tmp_path):
         seen["change_ns"] = time.time_ns()
         await _until(lambda: m.drift_event is not None, 240, "the drift event")
         seen["drift"], seen["drift_ns"] = m.drift_event, time.time_ns()
-        await _until(lambda: new_segments() >= 6, 180, "footage of the new cartons")
+        # 10 segments (200 s): 2 held out for the gate, 2 of the 8 to train on calibrate the
+        # candidate. Seen once in 4 CI-like runs with 6 (a single 14 s clip to calibrate on):
+        # the new model's scores stayed high (median 13.7 against 1.4 before the change).
+        await _until(lambda: new_segments() >= 10, 240, "footage of the new cartons")
         # The retrain service (`foresight retrain --requests DIR`) carries out the monitor's
         # request: fine-tune on the footage since the drift, gate, version; no promotion yet.
         queued = rq.pending(requests) + rq.in_progress(requests)
@@ -147,4 +150,5 @@ def test_supplier_change_drifts_retrains_and_swaps_without_stopping(tmp_path):
     assert len(before) > 100 and len(drifted) > 100 and len(after) > 100
     med = {k: float(np.nanmedian(v)) for k, v in [("b", before), ("d", drifted), ("a", after)]}
     assert med["d"] > 2 * med["b"], med  # the drift the detector saw
-    assert med["a"] < 0.5 * med["d"] and med["a"] < 2 * med["b"] + 1.0, med  # back to normal
+    back = med["a"] < 0.5 * med["d"] and med["a"] < 2 * med["b"] + 1.0
+    assert back, (med, req.message)  # back to normal

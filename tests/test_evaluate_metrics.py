@@ -104,6 +104,28 @@ def test_hand_made_case_exact_numbers():
     assert [f["detected"] for f in out["faults"]] == [True, False, True]
 
 
+def test_an_alarm_while_the_jam_forms_is_false_and_listed_as_late():
+    """Jam at 5.0 s, the line stops at 5.6 s: onsets at 1.0, 5.3 and 9.0 s are all false alarms
+    (outside every precursor window), and the one at 5.3 s is also listed as late (the jam was
+    real; no detection either)."""
+    faults = ({"file": "c", "type": "flap_rise", "precursor_start": 3.0, "jam_onset": 5.0},)
+    states = (
+        {"file": "c", "state": "running", "start": 0.0, "end": 5.6},
+        {"file": "c", "state": "stopped", "start": 5.6, "end": 8.0},
+        {"file": "c", "state": "running", "start": 8.0, "end": 10.0},
+    )
+    alarm = _alarm(100, [(10, 12), (53, 56), (90, 92)])
+    s = evaluate_files([FileResult("c", np.arange(100) * 0.1, alarm, faults, states)])
+    assert s.overall.detected == 0 and s.false_alarms == 3
+    assert [round(t, 6) for _, t in s.false_alarm_onsets] == [1.0, 5.3, 9.0]
+    assert [(f, round(t, 6)) for f, t in s.late_onsets] == [("c", 5.3)]
+    assert s.to_dict()["late_alarms"] == 1
+    assert "(3 in 0.00 h; 1 of them late, during a jam)" in markdown_table({"m": s})
+    # without line states there is no known stop: nothing is listed as late
+    bare = evaluate_files([FileResult("c", np.arange(100) * 0.1, alarm, faults)])
+    assert bare.false_alarms == 3 and bare.late_onsets == ()
+
+
 def test_running_hours_only_count_the_scored_span():
     states = ({"file": "c", "state": "running", "start": 0.0, "end": 60.0},)
     r = FileResult("c", 5.0 + np.arange(100) * 0.1, np.zeros(100, bool), (), states)

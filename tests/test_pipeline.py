@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from foresight.calibration import engine_scores, running_mask, stream_features
 from foresight.cli import main
 from foresight.errors import InputError
+from foresight.evaluate.run import load_recordings
 from foresight.ingest.video import fit_frame
 from foresight.model.checkpoint import load_model, read_card
 from foresight.model.core import update_background
-from foresight.pipeline import Pipeline
+from foresight.model.predictor import Predictor
+from foresight.pipeline import Pipeline, calibration_of, configs_of
 from foresight.replay import replay
 from foresight.residuals.config import ResidualConfig
 from foresight.residuals.tracker import Calibration, ResidualTracker, fit_calibration
@@ -96,6 +100,44 @@ def test_replay_bad_inputs_are_one_line_errors(tiny_model, tmp_path):
         replay(tiny_model, video, tmp_path / "x.jsonl", progress=False)
     with pytest.raises(InputError, match="no such model directory"):
         replay(tmp_path / "nope", video, tmp_path / "x.jsonl", progress=False)
+
+
+def test_calibration_replays_what_the_pipeline_hands_the_engine(tiny_model, tmp_path):
+    """The thresholds are fitted on calibration's replay of the score, so the monitor's pipeline
+    must hand the alarm engine that very score, step for step: same warm-up, gates and tracker.
+    Compared while both learn alike: the pipeline stops learning outside normal mode and while
+    the line stands, and calibration never meets those steps."""
+    bundle = load_model(tiny_model)
+    fps, size = float(bundle.data["fps"]), int(bundle.data["image_size"])
+    channels = tuple(bundle.data.get("channels", ()))
+    clip = tmp_path / "held_out"
+    clip.mkdir()
+    for ext in ("mp4", "csv"):  # a sample the fixture neither trained nor calibrated on
+        shutil.copy(SAMPLES / "normal" / f"clip_0003.{ext}", clip / f"clip_0003.{ext}")
+    rec = next(load_recordings([clip], size, fps, channels, bundle.roi))
+    # the 60-step fixture's watch level is low: its short visits to watch would pause learning
+    thr = bundle.card["calibration"]["thresholds"]
+    thr.update({k: 1e6 for k in ("watch", "alarm", "clear", "settled") if k in thr})
+    pipe = Pipeline(bundle)
+    seen, alike = [], []
+    for i in range(len(rec.frames)):
+        out = pipe.step(rec.frames[i], rec.sensors[i], i / fps)
+        seen.append(math.nan if out.occluded or out.speed_change else out.score)
+        alike.append(out.running and out.state == "normal")
+    rcfg, _ = configs_of(bundle)
+    cal, _, refs = calibration_of(bundle)
+    feats = stream_features(Predictor(bundle), rcfg, rec.frames, rec.sensors)
+    usable = running_mask(rec.frames, rec.sensors, channels, refs)
+    usable[: pipe._warm] = False
+    replayed = engine_scores(
+        rcfg, cal, fps, channels, max(bundle.model_cfg.horizons), rec.sensors, feats, usable
+    )
+    n = int(np.argmin(alike)) if not all(alike) else len(alike)
+    assert n >= 150, f"only {n} comparable steps"
+    scored = np.isfinite(replayed[:n])
+    assert scored.sum() >= 50
+    np.testing.assert_array_equal(np.isfinite(np.asarray(seen[:n])), scored)
+    np.testing.assert_allclose(np.asarray(seen[:n])[scored], replayed[:n][scored], rtol=1e-5)
 
 
 def test_uncalibrated_model_is_refused(tiny_model):

@@ -58,7 +58,7 @@ class AlarmConfig(BaseModel):
         ge=0,
         le=600,
         description="after the line resumes, scores are ignored until they have stayed in the "
-        "calibrated normal running band (Thresholds.settled, else watch) this long (the restart "
+        "calibrated settle band (Thresholds.settled, else watch) this long (the restart "
         "has settled); after model health returns, scores are ignored this long",
     )
     settle_max_s: float = Field(

@@ -23,11 +23,11 @@ model step; ``step`` has no I/O and no clock):
   slow-down, so it neither waits for the re-alarm time nor counts again towards the hourly cap.
 * **line not running** (stopped, jammed, changeover): any limit is released to 100 at once
   (``"line_stopped"``) and the mode is normal. When it runs again, scores are ignored while the
-  line *settles*: until the score has stayed below ``Thresholds.settle_level`` (the normal running
-  band from calibration, or ``watch``) for ``settle_s`` (the ramp-up after a
-  restart is hard to predict, and how long it takes differs from a short jam stop to a product
-  changeover), at most ``settle_max_s`` after the last non-running step. A NaN score neither
-  starts nor breaks the calm stretch. This check comes before the health check.
+  line *settles*: until the score has stayed below ``Thresholds.settle_level`` (calibration's
+  ``settled`` band, its first-pass watch level; ``watch`` if unset) for ``settle_s`` (the
+  ramp-up after a restart is hard to predict, and how long it takes differs from a short jam
+  stop to a product changeover), at most ``settle_max_s`` after the last non-running step. A
+  NaN score neither starts nor breaks the calm stretch. This check comes before the health check.
 * **model unhealthy**: mode ``health_fault``, any limit released to 100 (``"health"``), never a
   slow-down. When health returns, scores are ignored for ``settle_s``, then normal.
 * A slow-down *ends* whenever the limit returns to 100, for whatever reason; the re-alarm time
@@ -63,7 +63,7 @@ _FULL = 100.0
 @dataclass(frozen=True)
 class Thresholds:
     """Calibrated score levels (``watch``, ``clear`` <= ``alarm``), the median normal score and
-    the band a restart settles into (``settled``: the normal running band; ``watch`` if unset)."""
+    the band a restart settles into (``settled``, at most ``alarm``; ``watch`` if unset)."""
 
     watch: float
     alarm: float
@@ -77,13 +77,15 @@ class Thresholds:
             values += (self.settled,)
         if not all(math.isfinite(v) for v in values):
             raise InputError(f"alarm thresholds must be finite, got {self.to_dict()}")
-        if self.clear > self.alarm or self.watch > self.alarm:
-            raise InputError(f"alarm thresholds need clear, watch <= alarm, got {self.to_dict()}")
+        if max(self.clear, self.watch, self.settle_level) > self.alarm:
+            raise InputError(
+                f"alarm thresholds need clear, watch, settled <= alarm, got {self.to_dict()}"
+            )
 
     @property
     def settle_level(self) -> float:
         """After a restart, scores count once they have stayed below this."""
-        return self.watch if self.settled is None else min(self.settled, self.watch)
+        return self.watch if self.settled is None else self.settled
 
     def to_dict(self) -> dict[str, float]:
         """Plain floats, for saving next to the model weights."""

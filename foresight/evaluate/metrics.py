@@ -3,8 +3,12 @@
 An alarm *onset* is a False->True transition of the alarm trace (or True at the first sample).
 A fault is detected by the first onset inside its precursor window ``[precursor_start,
 jam_onset]`` (inclusive); its lead is ``jam_onset - onset``. Every onset outside all precursor
-windows of its file is a false alarm. False alarms are normalised by the hours the line was
-``running`` (per the labels' line states, clipped to the scored span) and reported per shift.
+windows of its file is a false alarm, as the benchmark's protocol defines it. Those that start
+after a jam has formed and before the line stops for it (``(jam_onset, stop]``, the stop from the
+labels' line states) are also listed apart as *late*: the jam was real, and the alarm came too
+late to help, which tells a tuning engineer something else than an alarm on a healthy line.
+False alarms are normalised by the hours the line was ``running`` (per the labels' line states,
+clipped to the scored span) and reported per shift.
 
 Intervals: recall uses the Wilson score interval; the median lead uses the distribution-free
 order-statistic interval from the binomial(n, 1/2) (its actual coverage is reported, since with
@@ -92,6 +96,7 @@ class Summary:
     false_alarms_per_shift_ci: tuple[float, float]
     outcomes: tuple[FaultOutcome, ...] = field(default=())
     false_alarm_onsets: tuple[tuple[str, float], ...] = field(default=())
+    late_onsets: tuple[tuple[str, float], ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (NaN becomes None, tuples become lists)."""
@@ -108,6 +113,8 @@ class Summary:
             "by_type": {k: asdict(v) for k, v in self.by_type.items()},
             "faults": [asdict(o) | {"detected": o.detected} for o in self.outcomes],
             "false_alarm_onsets": [{"file": f, "t": t} for f, t in self.false_alarm_onsets],
+            "late_alarms": len(self.late_onsets),
+            "late_onsets": [{"file": f, "t": t} for f, t in self.late_onsets],
         }
         return _jsonable(out)
 
@@ -228,8 +235,22 @@ def running_seconds(result: FileResult) -> float:
     return total
 
 
-def score_file(result: FileResult) -> tuple[list[FaultOutcome], list[tuple[str, float]]]:
-    """Outcomes of the file's faults and the (file, time) of each false-alarm onset."""
+def _stop_after(result: FileResult, jam: float) -> float:
+    """When the line stopped for the jam at ``jam``: the start of the first not-running line
+    state from then on (``jam`` itself without line states: no late span)."""
+    stops = [
+        float(s["start"])
+        for s in result.line_states
+        if s.get("state") != "running" and float(s["start"]) >= jam - TIME_EPS
+    ]
+    return min(stops, default=jam)
+
+
+def score_file(
+    result: FileResult,
+) -> tuple[list[FaultOutcome], list[tuple[str, float]], list[tuple[str, float]]]:
+    """Outcomes of the file's faults, the (file, time) of each false-alarm onset, and of those
+    the late ones (after a jam formed, before the line stopped for it)."""
     t, alarm = _check(result)
     onset_t = t[alarm_onsets(alarm, result.carried)]
     windows = [_window(result, f) for f in result.faults]
@@ -239,11 +260,15 @@ def score_file(result: FileResult) -> tuple[list[FaultOutcome], list[tuple[str, 
         onset = float(inside[0]) if inside.size else None
         lead = None if onset is None else max(0.0, jam - onset)
         outcomes.append(FaultOutcome(result.file, kind, start, jam, onset, lead))
-    false = []
+    jams = [(jam, _stop_after(result, jam)) for _, _, jam in windows]
+    false, late = [], []
     for ot in onset_t:
-        if not any(start - TIME_EPS <= ot <= jam + TIME_EPS for _, start, jam in windows):
-            false.append((result.file, float(ot)))
-    return outcomes, false
+        if any(start - TIME_EPS <= ot <= jam + TIME_EPS for _, start, jam in windows):
+            continue
+        false.append((result.file, float(ot)))
+        if any(jam < ot <= stop + TIME_EPS for jam, stop in jams):
+            late.append((result.file, float(ot)))
+    return outcomes, false, late
 
 
 def type_stats(fault_type: str, outcomes: Sequence[FaultOutcome], conf: float = 0.95) -> TypeStats:
@@ -276,11 +301,13 @@ def evaluate_files(
         raise InputError(f"shift_hours must be > 0, got {shift_hours}")
     outcomes: list[FaultOutcome] = []
     false: list[tuple[str, float]] = []
+    late: list[tuple[str, float]] = []
     seconds = 0.0
     for result in results:
-        o, f = score_file(result)
+        o, f, k = score_file(result)
         outcomes += o
         false += f
+        late += k
         seconds += running_seconds(result)
     types = list(FAULT_TYPES) + sorted({o.fault_type for o in outcomes} - set(FAULT_TYPES))
     by_type = {k: type_stats(k, [o for o in outcomes if o.fault_type == k], conf) for k in types}
@@ -297,6 +324,7 @@ def evaluate_files(
         false_alarms_per_shift_ci=(lo * scale, hi * scale),
         outcomes=tuple(outcomes),
         false_alarm_onsets=tuple(false),
+        late_onsets=tuple(late),
     )
 
 
@@ -326,6 +354,8 @@ def markdown_table(summaries: Mapping[str, Summary]) -> str:
         for stats_ in summary.by_type.values():
             lines.append(_row(method, stats_, "–"))
         fa = _fmt_ci(summary.false_alarms_per_shift, summary.false_alarms_per_shift_ci)
-        fa = f"{fa} ({summary.false_alarms} in {summary.running_hours:.2f} h)"
+        fa = f"{fa} ({summary.false_alarms} in {summary.running_hours:.2f} h"
+        late = len(summary.late_onsets)
+        fa += f"; {late} of them late, during a jam)" if late else ")"
         lines.append(_row(method, summary.overall, fa))
     return "\n".join(lines) + "\n"
