@@ -57,8 +57,9 @@ class ArraySource:
             pairs = [self._get(int(i), window) for i in idx]
             yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
-    def iter_windows(self, batch_size):
-        for b in range(0, len(self.items) - batch_size + 1, batch_size):
+    def iter_windows(self, batch_size, limit=None):
+        stop = len(self.items) if limit is None else min(limit, len(self.items))
+        for b in range(0, stop - batch_size + 1, batch_size):
             pairs = [self._get(i, self.window) for i in range(b, b + batch_size)]
             yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 

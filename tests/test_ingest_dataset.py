@@ -84,6 +84,13 @@ def test_batches_and_ordered_pass(shards):
     passes = list(ds.iter_windows(5))
     assert [len(f) for f, _ in passes] == [5, 5, 3]
     np.testing.assert_array_equal(passes[1][0][2], ds.read_window(7)[0])
+    # a limited pass spreads its windows over all of the footage, first and last included
+    spread = [f for f, _ in ds.iter_windows(2, limit=4)]
+    assert [len(f) for f in spread] == [2, 2]
+    np.testing.assert_array_equal(spread[0][0], ds.read_window(0)[0])
+    np.testing.assert_array_equal(spread[0][1], ds.read_window(4)[0])
+    np.testing.assert_array_equal(spread[1][1], ds.read_window(len(ds) - 1)[0])
+    assert sum(len(f) for f, _ in ds.iter_windows(4, limit=100)) == len(ds)
 
 
 def test_sensor_stats_ignore_missing_values(shards):

@@ -171,6 +171,41 @@ def test_initial_carry_and_divisibility(cfg):
         build_model(cfg.model, 30, 6)
 
 
+def test_parameter_ema_is_what_is_validated_and_saved(cfg, tmp_path, monkeypatch):
+    """The EMA moves (1 - decay) of the way to the parameters, its decay ramps up from 0.1, and
+    the saved model holds the EMA's weights (with ema_decay 0, the raw parameters')."""
+    import foresight.model.train as tm
+
+    e, p = {"w": jax.numpy.zeros(2)}, {"w": jax.numpy.asarray([1.0, -2.0])}
+    np.testing.assert_allclose(np.asarray(tm.ema_update(e, p, 0.9)["w"]), [0.1, -0.2], atol=1e-7)
+    assert tm.ema_decay_at(0.99, 0) == pytest.approx(0.1) and tm.ema_decay_at(0.99, 10**6) == 0.99
+    tr, va = sources(cfg.data.image_size, cfg.data.window)
+    seen = {}
+    real = tm.ema_update
+
+    def spy(ema, params, decay):
+        out = real(ema, params, decay)
+        seen["ema"], seen["raw"] = jax.device_get(out), jax.device_get(params)
+        return out
+
+    monkeypatch.setattr(tm, "ema_update", spy)
+    saved = {}
+    for decay in (0.9, 0.0):
+        tcfg = cfg.train.model_copy(
+            update={"max_steps": 4, "val_every": 4, "patience": 9, "ema_decay": decay}
+        )
+        out = tmp_path / f"ema{decay}"
+        train_model(
+            cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, out, progress=False
+        )
+        saved[decay] = jax.tree.leaves(nnx.state(load_model(out).model, nnx.Param))
+    ema, raw = jax.tree.leaves(seen["ema"]), jax.tree.leaves(seen["raw"])
+    assert any(not np.allclose(a, b) for a, b in zip(ema, raw, strict=True))
+    for a, b in zip(saved[0.9], ema, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(saved[0.0], saved[0.9], strict=True))
+
+
 def test_resume_after_interruption(cfg, tmp_path, monkeypatch):
     import foresight.model.train as tm
 

@@ -154,12 +154,23 @@ class ShardDataset:
             offsets = rng.integers(0, self._window - length + 1, batch_size)
             yield self._gather(indices, offsets, length)
 
-    def iter_windows(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One ordered pass over all windows in batches (the last one may be smaller)."""
+    def iter_windows(
+        self, batch_size: int, limit: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One ordered pass over the windows in batches (the last one may be smaller).
+
+        With ``limit``, at most that many windows, spaced evenly over all of the footage (the
+        same ones every call): a validation subset that sees every held-out recording, not the
+        first few minutes of it.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        for lo in range(0, len(self), batch_size):
-            indices = np.arange(lo, min(lo + batch_size, len(self)))
+        if limit is not None and limit < len(self):
+            order = np.unique(np.linspace(0, len(self) - 1, max(limit, 1)).round().astype(int))
+        else:
+            order = np.arange(len(self))
+        for lo in range(0, len(order), batch_size):
+            indices = order[lo : lo + batch_size]
             yield self._gather(indices, np.zeros_like(indices), self._window)
 
     def streams(self) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:

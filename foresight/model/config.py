@@ -51,6 +51,13 @@ class TrainConfig(BaseModel):
     )
     warmup_steps: int = Field(20, ge=0)
     grad_clip: float = Field(100.0, gt=0)
+    ema_decay: float = Field(
+        0.99,
+        ge=0,
+        lt=1,
+        description="validation, early stopping and the saved model use an exponential moving "
+        "average of the parameters (Polyak) with this decay per step; 0 = the raw parameters",
+    )
     max_steps: int = Field(20000, ge=1)
     max_minutes: float | None = Field(None, gt=0, description="wall-clock budget")
     val_every: int = Field(50, ge=1)

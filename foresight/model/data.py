@@ -102,11 +102,14 @@ class SimStream:
             frames, sensors = next(self._windows_from(line, 1, n, 0.0))
             yield {"name": f"sim-{self.seed}-{k}"}, frames, sensors
 
-    def iter_windows(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """A fixed set of held-out windows (same every call)."""
+    def iter_windows(
+        self, batch_size: int, limit: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """A fixed set of held-out windows (same every call; at most ``limit``)."""
         rng = np.random.default_rng(self.seed + 1)
         it = self.batches(batch_size, rng)
-        for _ in range(max(1, self._val // batch_size)):
+        total = self._val if limit is None else min(self._val, limit)
+        for _ in range(max(1, total // batch_size)):
             yield next(it)
 
 

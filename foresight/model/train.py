@@ -54,8 +54,10 @@ class WindowSource(Protocol):
     def batches(self, batch_size: int, rng: np.random.Generator, window: int | None = None):
         """Endless random batches (frames uint8 (B,T,H,W,3), sensors float32 (B,T,S))."""
 
-    def iter_windows(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One ordered pass over the windows in batches."""
+    def iter_windows(
+        self, batch_size: int, limit: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One ordered pass over the windows in batches (at most ``limit``, spread evenly)."""
 
 
 @dataclass
@@ -131,6 +133,22 @@ def make_steps(graphdef, tx, steps: tuple[int, ...], context: int):
     return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step)
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """The EMA's decay at ``step`` (counted from its start): ramped up as ``(1 + n) / (10 + n)``
+    so early averages are not dominated by the initial parameters.
+
+    >>> ema_decay_at(0.99, 0), ema_decay_at(0.99, 10_000)
+    (0.1, 0.99)
+    """
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+@jax.jit
+def ema_update(ema, params, decay):
+    """One step of the parameters' exponential moving average (Polyak averaging)."""
+    return jax.tree.map(lambda e, p: e + (1.0 - decay) * (p - e), ema, params)
+
+
 class _Prefetch:
     """Read batches in a background thread so disk and decoding overlap the train step."""
 
@@ -169,11 +187,12 @@ class _Prefetch:
 def validate(
     eval_step, params, norm, source: WindowSource, batch: int, max_batches: int, window: int, shard
 ) -> dict[str, np.ndarray]:
-    """Per-horizon mean squared errors of the model and both baselines on held-out windows."""
+    """Per-horizon mean squared errors of the model and both baselines on held-out windows:
+    ``max_batches`` batches of windows spread evenly over all of the held-out footage (measured:
+    the first 64 windows, two minutes of one recording, rated a model 1.3 to 2.1 times worse than
+    copy-last at 1 to 3 s while it was steadily improving on the rest)."""
     sums: dict[str, np.ndarray] = {}
-    for i, (frames, raw) in enumerate(source.iter_windows(batch)):
-        if i >= max_batches:
-            break
+    for frames, raw in source.iter_windows(batch, limit=max_batches * batch):
         frames, raw = frames[:, :window], raw[:, :window]
         frames, raw = shard(frames), shard(raw)
         out = jax.device_get(eval_step(params, norm, frames, raw))
@@ -228,26 +247,29 @@ def _mesh_shardings(batch: int):
     return NamedSharding(mesh, P()), NamedSharding(mesh, P("data")), batch
 
 
-def _resume_state(state_dir: Path, params, opt_state) -> tuple[Any, Any, dict]:
-    """Restore params, optimiser state and loop counters from an interrupted run."""
+def _resume_state(state_dir: Path, params, opt_state) -> tuple[Any, Any, Any, dict]:
+    """Restore params, optimiser state, parameter EMA and loop counters from an interrupted
+    run (the EMA starts at the parameters when there is none)."""
     meta_file = state_dir / "loop.json"
     if not meta_file.is_file():
-        return params, opt_state, {}
+        return params, opt_state, params, {}
     meta = json.loads(meta_file.read_text())
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"p": params, "o": opt_state})
+    target = jax.tree.map(
+        ocp.utils.to_shape_dtype_struct, {"p": params, "o": opt_state, "e": params}
+    )
     with ocp.StandardCheckpointer() as ckpt:
         tree = ckpt.restore(state_dir / "state", target)
     log.info("resuming from step %d of an interrupted run (%s)", meta["step"], state_dir)
-    return tree["p"], tree["o"], meta
+    return tree["p"], tree["o"], tree["e"], meta
 
 
-def _save_state(state_dir: Path, params, opt_state, meta: dict) -> None:
+def _save_state(state_dir: Path, params, opt_state, ema, meta: dict) -> None:
     """Save the loop state atomically (orbax, then the counters file last)."""
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(tmp / "state", jax.device_get({"p": params, "o": opt_state}))
+        ckpt.save(tmp / "state", jax.device_get({"p": params, "o": opt_state, "e": ema}))
     (tmp / "loop.json").write_text(json.dumps(meta))
     shutil.rmtree(state_dir, ignore_errors=True)
     os.replace(tmp, state_dir)
@@ -292,8 +314,9 @@ def train_model(
     opt_state = tx.init(params)
     replicated, split, batch = _mesh_shardings(train_cfg.batch_size)
     state_dir = out.with_name(out.name + ".train")
-    params, opt_state, meta = _resume_state(state_dir, params, opt_state)
-    params, opt_state = jax.device_put((params, opt_state), replicated)
+    params, opt_state, ema, meta = _resume_state(state_dir, params, opt_state)
+    # a copy on the device: the train step donates the parameters' buffers
+    params, opt_state, ema = jax.device_put((params, opt_state, jax.device_get(ema)), replicated)
     norm = jax.device_put(norm, replicated)
     train_step, eval_step = make_steps(graphdef, tx, steps, model_cfg.context)
 
@@ -301,6 +324,7 @@ def train_model(
         return jax.make_array_from_process_local_data(split, np.ascontiguousarray(x))
 
     step = int(meta.get("step", 0))
+    start = int(meta.get("ema_start", step))  # the EMA's decay ramps up from here
     best = float(meta.get("best", np.inf))
     bad = int(meta.get("bad", 0))
     history: list[dict[str, float]] = list(meta.get("history", []))
@@ -314,6 +338,10 @@ def train_model(
         best = objective(val)
         history.append(_record(0, best, val))
     rng = np.random.default_rng(train_cfg.seed + 7919 * step)
+
+    def loop_meta() -> dict[str, Any]:
+        return {"step": step, "best": best, "bad": bad, "history": history, "ema_start": start}
+
     key = jax.random.key(train_cfg.seed)
     batches = _Prefetch(train_src.batches(batch, rng, window))
     budget = train_cfg.max_minutes * 60 if train_cfg.max_minutes else None
@@ -330,6 +358,10 @@ def train_model(
                 params, opt_state, norm, shard(frames), shard(raw), sub
             )
             step += 1
+            if train_cfg.ema_decay > 0:
+                ema = ema_update(ema, params, ema_decay_at(train_cfg.ema_decay, step - start))
+            else:
+                ema = params
             frames_seen += frames.shape[0] * frames.shape[1]
             elapsed = time.monotonic() - t0
             if step % 10 == 0 or step == 1:
@@ -342,12 +374,12 @@ def train_model(
             done_budget = budget is not None and elapsed >= budget
             if step % train_cfg.val_every == 0 or step == train_cfg.max_steps or done_budget:
                 val = validate(
-                    eval_step, params, norm, val_src, batch, train_cfg.val_batches, window, shard
+                    eval_step, ema, norm, val_src, batch, train_cfg.val_batches, window, shard
                 )
                 obj = objective(val)
                 history.append(_record(step, obj, val))
                 if obj < best:
-                    best, bad, best_params = obj, 0, jax.device_get(params)
+                    best, bad, best_params = obj, 0, jax.device_get(ema)
                 else:
                     bad += 1
                 log.info("step %d: val objective %.4f (best %.4f)", step, obj, best)
@@ -355,22 +387,12 @@ def train_model(
                     stopped = "early_stop"
                     break
             if step % train_cfg.checkpoint_every == 0:
-                _save_state(
-                    state_dir,
-                    params,
-                    opt_state,
-                    {"step": step, "best": best, "bad": bad, "history": history},
-                )
+                _save_state(state_dir, params, opt_state, ema, loop_meta())
             if done_budget:
                 stopped = "budget"
                 break
     except KeyboardInterrupt:
-        _save_state(
-            state_dir,
-            params,
-            opt_state,
-            {"step": step, "best": best, "bad": bad, "history": history},
-        )
+        _save_state(state_dir, params, opt_state, ema, loop_meta())
         log.warning("interrupted at step %d; rerun the same command to resume", step)
         raise
     finally:
