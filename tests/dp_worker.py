@@ -32,7 +32,7 @@ for i in range(3):
     f, s = next(it)
     f = jax.make_array_from_process_local_data(split, f)
     s = jax.make_array_from_process_local_data(split, s)
-    params, opt, _ = train_step(params, opt, norm, f, s, jax.random.key(i))
+    params, opt, _ = train_step(params, opt, norm, f, s, jax.random.key(i), 1.0)
 flat = {
     "/".join(map(str, k)): np.asarray(v)
     for k, v in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(jax.device_get(params)))[0]

@@ -206,6 +206,21 @@ def test_parameter_ema_is_what_is_validated_and_saved(cfg, tmp_path, monkeypatch
     assert any(not np.allclose(a, b) for a, b in zip(saved[0.0], saved[0.9], strict=True))
 
 
+def test_learning_rate_halves_on_a_plateau_and_resumes(cfg):
+    """Two validations without improvement halve the rate (down to lr_min_scale); the state
+    survives a resume."""
+    from foresight.model.train import Plateau
+
+    tcfg = cfg.train.model_copy(update={"lr_patience": 2, "lr_factor": 0.5, "lr_min_scale": 0.2})
+    p, scales = Plateau(tcfg), []
+    for v in [1.0, 0.9, 0.95, 0.93, 0.8, 0.85, 0.86, 0.9, 0.9, 0.9, 0.9]:
+        p.update(v)
+        scales.append(p.scale)
+    assert scales == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2, 0.2, 0.2])
+    again = Plateau(tcfg, p.to_dict())
+    assert again.to_dict() == p.to_dict()
+
+
 def test_resume_after_interruption(cfg, tmp_path, monkeypatch):
     import foresight.model.train as tm
 
@@ -230,7 +245,7 @@ def test_resume_after_interruption(cfg, tmp_path, monkeypatch):
             progress=False,
         )
     state = json.loads((tmp_path / "r.train" / "loop.json").read_text())
-    assert state["step"] == 3
+    assert state["step"] == 3 and state["plateau"]["scale"] == 1.0
     monkeypatch.setattr(tm, "validate", real)
     res = train_model(
         cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, tmp_path / "r", progress=False

@@ -88,13 +88,13 @@ def bench_training(cfg: Config, bundle: ModelBundle, batch: int, steps: int) -> 
     fr = rng.integers(0, 255, (batch, window, s, s, 3), dtype=np.uint8)
     se = rng.normal(size=(batch, window, len(cfg.data.channels))).astype(np.float32)
     key = jax.random.key(0)
-    compiled = train_step.lower(params, opt, bundle.norm, fr, se, key).compile()
+    compiled = train_step.lower(params, opt, bundle.norm, fr, se, key, 1.0).compile()
     flops = _flops(compiled) / (batch * window)
-    params, opt, m = compiled(params, opt, bundle.norm, fr, se, key)  # warm-up, compiled once
+    params, opt, m = compiled(params, opt, bundle.norm, fr, se, key, 1.0)  # warm-up, compiled once
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     for i in range(steps):
-        params, opt, m = compiled(params, opt, bundle.norm, fr, se, jax.random.key(i))
+        params, opt, m = compiled(params, opt, bundle.norm, fr, se, jax.random.key(i), 1.0)
     jax.block_until_ready(m)
     dt = time.perf_counter() - t0
     return {

@@ -51,6 +51,14 @@ class TrainConfig(BaseModel):
     )
     warmup_steps: int = Field(20, ge=0)
     grad_clip: float = Field(100.0, gt=0)
+    lr_patience: int = Field(
+        2,
+        ge=1,
+        description="validations without improvement before the learning rate is cut by "
+        "lr_factor (reduce on plateau)",
+    )
+    lr_factor: float = Field(0.5, gt=0, le=1, description="cut of the rate on a plateau")
+    lr_min_scale: float = Field(0.05, gt=0, le=1, description="the rate is never cut below this")
     ema_decay: float = Field(
         0.99,
         ge=0,
