@@ -269,7 +269,9 @@ def test_evaluate_runs_every_method_on_the_samples(tiny_model, tmp_path, capsys)
     } <= methods
     assert report["calibrated"]["foresight"]["overall"]["n"] == 4
     assert len(list((tmp_path / "ev" / "plots").glob("fault_*.png"))) == 4
-    assert "<!-- bench:evaluate -->" in bench.read_text()
+    text = bench.read_text()
+    assert "<!-- bench:evaluate -->" in text
+    assert "Training stopped by " in text and "best held-out frame objective" in text
 
 
 def test_counter_channels_do_not_feed_the_score():

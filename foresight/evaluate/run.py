@@ -434,6 +434,26 @@ def separation_table(scored: list[Scored], thr) -> str:
     )
 
 
+def _training_line(train: dict) -> str:
+    """How the model's training went, from its card: where it stopped and how it validated."""
+    hist = [h for h in train.get("history", []) if "frame_objective" in h]
+    if not hist:
+        return ""
+    best = min(hist, key=lambda h: h["frame_objective"])
+    out = (
+        f"Training stopped by {train.get('stopped', '?')} after {train.get('steps', '?')} steps; "
+        f"best held-out frame objective (model / copy-last MSE, mean over horizons) "
+        f"{best['frame_objective']:.3f} at step {best['step']}, last "
+        f"{hist[-1]['frame_objective']:.3f}"
+    )
+    val = train.get("val", {})
+    model, copy = val.get("frame_model"), val.get("frame_copy_last")
+    if model and copy and len(model) == len(copy):
+        ratios = ", ".join(f"{m / c:.2f}" for m, c in zip(model, copy) if c > 0)
+        out += f"; saved model / copy-last frame MSE per horizon {ratios}"
+    return out + ".\n\n"
+
+
 def _markdown(summaries, matched, scored: list[Scored], pipe: Pipeline, rate: float) -> str:
     """Tables for BENCHMARKS.md."""
     from foresight.evaluate.metrics import markdown_table
@@ -447,7 +467,7 @@ def _markdown(summaries, matched, scored: list[Scored], pipe: Pipeline, rate: fl
         f"Model: `{card.get('path', '?')}` (created {card.get('created', '?')}, code "
         f"{card.get('code_version', '?')}, {train.get('steps', '?')} training steps, calibrated on "
         f"{cal.get('scored_seconds', '?')} s of held-out normal footage).\n\n"
-    )
+    ) + _training_line(train)
     return model + (
         f"{len(scored)} recordings, {hours:.2f} h of footage, {faults} labelled faults; "
         f"model rate {pipe.fps:g} fps; the pipeline (predict, score, health, alarm engine) ran "
