@@ -449,7 +449,7 @@ def _training_line(train: dict) -> str:
     val = train.get("val", {})
     model, copy = val.get("frame_model"), val.get("frame_copy_last")
     if model and copy and len(model) == len(copy):
-        ratios = ", ".join(f"{m / c:.2f}" for m, c in zip(model, copy) if c > 0)
+        ratios = ", ".join(f"{m / c:.2f}" for m, c in zip(model, copy, strict=True) if c > 0)
         out += f"; saved model / copy-last frame MSE per horizon {ratios}"
     return out + ".\n\n"
 
