@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,26 @@ def test_scan_equals_stepping_and_training_lowers_the_loss():
         carry, (m, lv) = observe(fit.graphdef, fit.params, carry, x[t : t + 1])
         np.testing.assert_allclose(np.asarray(m[0]), mean[t], atol=1e-5)
     np.testing.assert_allclose(np.asarray(lv[0]), logvar[19], atol=1e-5)
+
+
+def test_clipped_inputs_forecast_a_change_from_the_true_level():
+    # Beyond the clip the GRU reads the same input, so the forecast moves with the level
+    # one for one (a change from the true x[t]); without the clip it does not.
+    x = _ar_series(200, 2, 1)
+    cfg = SensorModelConfig(hidden=8, horizons=(1, 3), steps=20, batch=8, window=32, burn_in=2)
+    clipped = replace(cfg, input_clip=3.0, offset_noise=1.0)
+    outs = {}
+    for name, c in (("plain", cfg), ("clipped", clipped)):
+        fit = fit_model([x], c, lr=1e-2)
+        assert np.isfinite(fit.losses).all()
+        far = np.zeros((1, 2), np.float32) + np.array([[5.0, 0.0]], np.float32)
+        farther = far + np.array([[4.0, 0.0]], np.float32)
+        carry = init_carry(8)
+        _, (m1, _) = observe(fit.graphdef, fit.params, carry, far)
+        _, (m2, _) = observe(fit.graphdef, fit.params, carry, farther)
+        outs[name] = np.asarray(m2 - m1)[0, :, 0]
+    np.testing.assert_allclose(outs["clipped"], 4.0, atol=1e-5)
+    assert np.abs(outs["plain"] - 4.0).max() > 1e-3
 
 
 def test_tracker_and_engine_flag_an_injected_shift():
@@ -123,6 +144,10 @@ def test_level_row_keeps_a_sustained_shift_alarmed_where_a_forecaster_adapts():
 def test_bad_config_and_bad_input_are_one_line_errors():
     with pytest.raises(InputError, match="horizons"):
         SensorModelConfig(horizons=(0,))
+    with pytest.raises(InputError, match="input_clip"):
+        SensorModelConfig(input_clip=0.0)
+    with pytest.raises(InputError, match="offset_noise"):
+        SensorModelConfig(offset_noise=-1.0)
     with pytest.raises(InputError, match="NaN"):
         mon.Normaliser.fit(np.array([[1.0], [np.nan], [2.0]]), "x.csv")
     with pytest.raises(InputError):

@@ -73,6 +73,7 @@ def test_select_returns_the_best_trial_of_each_stage():
         model=SensorModelConfig(horizons=(1, 3)).tiny(), finetune_steps=0, residuals=CFG
     )
     grid = Grid(
+        inputs=((None, 0.0), (3.0, 0.5)),
         horizons=((1, 3),),
         spans=(2.0, 5.0),
         smooth=(2.0,),
@@ -83,7 +84,10 @@ def test_select_returns_the_best_trial_of_each_stage():
         per_hour=(1.0, 4.0),
     )
     chosen, trials = select(train, held, base, fit_rows=300, copies=2, grid=grid)
-    assert [t["stage"] for t in trials] == [1, 1, 2, 2]
+    assert [t["stage"] for t in trials] == [0, 0, 1, 1, 2, 2]
+    zero = max((t for t in trials if t["stage"] == 0), key=lambda t: t["objective"])
+    assert chosen.model.input_clip == zero["input_clip"]
+    assert chosen.model.offset_noise == zero["offset_noise"]
     one = max((t for t in trials if t["stage"] == 1), key=lambda t: t["objective"])
     two = max((t for t in trials if t["stage"] == 2), key=lambda t: t["objective"])
     assert chosen.level.span == one["span"] and chosen.per_hour == two["per_hour"]

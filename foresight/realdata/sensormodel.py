@@ -6,6 +6,15 @@ sample at a time (explicit ``carry``); from its state a linear head gives, for e
 from ``x[t]``). It is trained on normal data only with the beta-NLL of Seitzer et al. (2022):
 Gaussian NLL with each step's weight ``stop_gradient(var) ** beta``.
 
+Two optional guards against slow drift of a channel's level (a temperature that wanders far from
+the rows the normalisation was fitted on, normal on a real pump): ``input_clip`` clips what the GRU
+and the head read to +-that many standard deviations (the forecast is still a change from the
+true ``x[t]``), so a level the model never saw in training does not drive it into extrapolation;
+``offset_noise`` adds one random constant per channel and training window (that many standard
+deviations) to inputs and targets alike, so the forecast of a change learns not to hinge on the
+absolute level. Both are off by default; ``foresight bench skab`` chooses them on synthetic faults
+in anomaly-free data (``realdata.skab_select``).
+
 The hot path is pure: ``split_model`` splits the ``nnx.Module`` once; ``observe(params, carry,
 x) -> carry, (mean, logvar)`` advances one sample and ``forecast_series`` scans it over a recorded
 series (equal to stepping, the GRU is causal). Horizons are in samples; where the sampling is
@@ -47,6 +56,8 @@ class SensorModelConfig:
     weight_decay: float = 1e-4
     beta: float = 0.5
     input_noise: float = 0.05
+    input_clip: float | None = None  # GRU inputs clipped to +-this many sd (module docstring)
+    offset_noise: float = 0.0  # sd of a random level offset per training window and channel
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,6 +65,8 @@ class SensorModelConfig:
             raise InputError(f"sensor model: hidden, batch >= 1 and steps >= 0, got {self}")
         if not self.horizons or min(self.horizons) < 1:
             raise InputError(f"sensor model: horizons must be >= 1 samples, got {self.horizons}")
+        if (self.input_clip is not None and self.input_clip <= 0) or self.offset_noise < 0:
+            raise InputError(f"sensor model: input_clip > 0 and offset_noise >= 0, got {self}")
         if self.window <= self.burn_in + 1:
             raise InputError(f"sensor model: window must exceed burn_in + 1, got {self.window}")
 
@@ -71,14 +84,16 @@ class SensorWorldModel(nnx.Module):
         self.gates = nnx.Linear(channels + h, 2 * h, rngs=rngs)
         self.cand = nnx.Linear(channels + h, h, rngs=rngs)
         self.head = nnx.Linear(h + channels, 2 * self.n_h * channels, rngs=rngs)
+        self.clip = cfg.input_clip
 
     def __call__(self, carry: jax.Array, x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         """carry (B, H), x (B, S) -> carry, (mean, logvar) each (B, nH, S)."""
-        zr = jax.nn.sigmoid(self.gates(jnp.concatenate([x, carry], -1)))
+        xin = x if self.clip is None else jnp.clip(x, -self.clip, self.clip)
+        zr = jax.nn.sigmoid(self.gates(jnp.concatenate([xin, carry], -1)))
         z, r = jnp.split(zr, 2, axis=-1)
-        cand = jnp.tanh(self.cand(jnp.concatenate([x, r * carry], -1)))
+        cand = jnp.tanh(self.cand(jnp.concatenate([xin, r * carry], -1)))
         carry = (1 - z) * carry + z * cand
-        out = self.head(jnp.concatenate([carry, x], -1))
+        out = self.head(jnp.concatenate([carry, xin], -1))
         out = out.reshape(*x.shape[:-1], self.n_h, 2, self.channels)
         mean = x[..., None, :] + out[..., 0, :]
         logvar = LOGVAR_MIN + (LOGVAR_MAX - LOGVAR_MIN) * jax.nn.sigmoid(out[..., 1, :])
@@ -214,6 +229,10 @@ def _make_train_step(graphdef: Any, opt: optax.GradientTransformation, cfg, wind
 
     def loss_fn(params, xs, key):
         noisy = xs + cfg.input_noise * jax.random.normal(key, xs.shape)
+        if cfg.offset_noise:
+            sub = jax.random.fold_in(key, 1)
+            shift = cfg.offset_noise * jax.random.normal(sub, (xs.shape[0], 1, xs.shape[2]))
+            noisy, xs = noisy + shift, xs + shift
         hidden = nnx.merge(graphdef, params).hidden
         _, mean, logvar = _scan(graphdef, params, init_carry(hidden, xs.shape[0]), noisy)
         return nll_loss(mean, logvar, xs, horizons, cfg.burn_in, cfg.beta)

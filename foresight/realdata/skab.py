@@ -239,6 +239,8 @@ def describe(s: SkabSettings) -> dict[str, Any]:
     """The settings that matter, JSON-friendly."""
     return {
         "horizons": list(s.model.horizons),
+        "input_clip": s.model.input_clip,
+        "offset_noise": s.model.offset_noise,
         "level_span_s": None if s.level is None else s.level.span,
         "smooth_s": s.residuals.smooth_seconds,
         "shewhart_quantile": s.shewhart_quantile,
@@ -261,8 +263,13 @@ def markdown(res: dict[str, Any], root: Path) -> str:
     head = ("algorithm", "F1", "FAR %", "MAR %", "NAB standard", "NAB LowFP", "NAB LowFN")
     cal = res["calibration"]
     st = res["settings"]
+    clip = st.get("input_clip")
+    guards = (
+        f"GRU inputs clipped at {clip:g} sd" if clip is not None else "GRU inputs not clipped"
+    ) + f", level-offset augmentation {st.get('offset_noise', 0.0):g} sd"
     chosen = (
-        f"horizons {st['horizons']} s, level-head span {st['level_span_s']:g} s, smoothing "
+        f"{guards}, horizons {st['horizons']} s, level-head span {st['level_span_s']:g} s, "
+        "smoothing "
         f"{st['smooth_s']:g} s, combined Shewhart-EWMA "
         f"{'off' if st['shewhart_quantile'] is None else 'on (margin at the 99th percentiles)'}, "
         f"on-delay {st['on_delay_s']:g} s, off-delay {st['off_delay_s']:g} s, least slow-down "

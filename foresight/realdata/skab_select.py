@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 class Grid:
     """The candidates of each stage."""
 
+    #: the sensor model's input guards (``input_clip``, ``offset_noise``), chosen first (stage 0)
+    inputs: tuple[tuple[float | None, float], ...] = (
+        (None, 0.0),
+        (4.0, 0.0),
+        (None, 1.0),
+        (4.0, 1.0),
+    )
     horizons: tuple[tuple[int, ...], ...] = ((1, 10, 60), (1, 10))
     spans: tuple[float, ...] = (5.0, 10.0, 20.0)  # level-head EWMA span, s
     smooth: tuple[float, ...] = (2.0, 5.0, 10.0)  # tracker smoothing, s
@@ -120,27 +127,47 @@ def select(
     norms = [mon.Normaliser.fit(p[:fit_rows]) for p in held]
     clean = [norms[i](p) for i, p in enumerate(held)]
     faulty = [norms[f.piece](f.x) for f in synth]
-    gru: dict[tuple[int, ...], tuple[list, list]] = {}
-    for h in grid.horizons:
-        model = replace(base.model, horizons=h)
+
+    def features(model: Any) -> tuple[list, list]:
         pre = fit_model(pretrain, model)
         feats_c, feats_f = [], []
         for i, xn in enumerate(clean):
             ft = pre
             if base.finetune_steps > 0:
                 ft = fit_model([xn[:fit_rows]], model, init=pre, steps=base.finetune_steps)
-            feats_c.append(_gru_features(ft, xn, h))
+            feats_c.append(_gru_features(ft, xn, model.horizons))
             feats_f += [
-                _gru_features(ft, faulty[j], h) for j, f in enumerate(synth) if f.piece == i
+                _gru_features(ft, faulty[j], model.horizons)
+                for j, f in enumerate(synth)
+                if f.piece == i
             ]
-        gru[h] = feats_c, feats_f
-    # synth is grouped by piece, in the order the loop above appended the faulty features
+        # synth is grouped by piece, in the order the loop appended the faulty features
+        return feats_c, feats_f
 
     def evaluate(s: Any, feats_c: list, feats_f: list) -> dict[str, Any]:
         clean_scores = [score_features(f, s)[fit_rows:] for f in feats_c]
         return _trial(s, clean_scores, [score_features(f, s) for f in feats_f], synth, fit_rows)
 
+    def leveled(s: Any, feats_c: list, feats_f: list) -> tuple[list, list]:
+        level = [_with_level(f, x, s, fit_rows) for f, x in zip(feats_c, clean, strict=True)]
+        heads = [_with_level(f, x, s, fit_rows) for f, x in zip(feats_f, faulty, strict=True)]
+        return level, heads
+
     trials: list[dict[str, Any]] = []
+    best0: tuple[float, Any, tuple[list, list]] | None = None
+    for clip, offset in grid.inputs:
+        s = replace(base, model=replace(base.model, input_clip=clip, offset_noise=offset))
+        raw = features(s.model)
+        r = evaluate(s, *leveled(s, *raw))
+        trials.append({"stage": 0, "input_clip": clip, "offset_noise": offset, **r})
+        if best0 is None or r["objective"] > best0[0]:
+            best0 = (r["objective"], s, raw)
+    assert best0 is not None
+    _, base, raw0 = best0
+    gru = {
+        h: raw0 if h == base.model.horizons else features(replace(base.model, horizons=h))
+        for h in grid.horizons
+    }
     best: tuple[float, Any, tuple[list, list]] | None = None
     for h, span, smooth, shew in itertools.product(
         grid.horizons, grid.spans, grid.smooth, grid.shewhart
@@ -152,9 +179,7 @@ def select(
             residuals=base.residuals.model_copy(update={"smooth_seconds": smooth}),
             shewhart_quantile=shew,
         )
-        feats_c, feats_f = gru[h]
-        level = [_with_level(f, x, s, fit_rows) for f, x in zip(feats_c, clean, strict=True)]
-        heads = [_with_level(f, x, s, fit_rows) for f, x in zip(feats_f, faulty, strict=True)]
+        level, heads = leveled(s, *gru[h])
         r = evaluate(s, level, heads)
         trials.append(
             {"stage": 1, "horizons": h, "span": span, "smooth": smooth, "shewhart": shew, **r}
