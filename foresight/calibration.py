@@ -37,6 +37,7 @@ from foresight.residuals.tracker import (
     Z_GLOBAL,
     Calibration,
     ResidualTracker,
+    border_mask,
     fit_calibration,
 )
 
@@ -138,6 +139,7 @@ def calibrate_model(
         ({c: f[c][m] for c in COMPONENTS} for f, m in zip(feats, masks, strict=True)),
         sensor_mask,
         rcfg.tail_quantile,
+        border_mask(feats[0]["pixel"].shape[-1], rcfg.border_fraction),
     )
     rcfg = rcfg.model_copy(update={"occlusion_fraction": occlusion_level(rcfg, cal, feats, masks)})
     series = []
@@ -151,6 +153,9 @@ def calibrate_model(
         series.append((np.arange(len(m)) / fps, scores, engine_run))
     thr, report = calibrate_thresholds(acfg, series)
     report["restart_settle_s"] = restart_settle(acfg, thr, series)
+    # A recalibration replaces every residual array (a mask the new fit does not use must go).
+    for key in [k for k in bundle.extra if k.startswith("residuals.")]:
+        del bundle.extra[key]
     bundle.extra.update(cal.to_arrays())
     bundle.extra.update(refs.to_arrays())
     summary = {

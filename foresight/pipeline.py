@@ -322,6 +322,8 @@ def configs_of(bundle: ModelBundle) -> tuple[ResidualConfig, AlarmConfig]:
     residuals = dict(cal.get("residuals", {}))
     # Calibrated before the occlusion gate existed: thresholds assume no gate, so none is added.
     residuals.setdefault("occlusion_fraction", 1.0)
+    # Calibrated before the frame's rim was left out: every region is scored.
+    residuals.setdefault("border_fraction", 0.0)
     return ResidualConfig(**residuals), AlarmConfig(**cal.get("alarms", {}))
 
 

@@ -22,7 +22,12 @@ from foresight.model.predictor import Predictor
 from foresight.pipeline import Pipeline, calibration_of, configs_of
 from foresight.replay import replay
 from foresight.residuals.config import ResidualConfig
-from foresight.residuals.tracker import Calibration, ResidualTracker, fit_calibration
+from foresight.residuals.tracker import (
+    Calibration,
+    ResidualTracker,
+    border_mask,
+    fit_calibration,
+)
 
 SAMPLES = Path(__file__).parent.parent / "data_samples"
 STATES = {"normal", "watch", "slowdown", "recovering", "health_fault"}
@@ -290,6 +295,34 @@ def test_counter_channels_do_not_feed_the_score():
     real = {k: v.copy() for k, v in quiet.items()}
     real["sensor"][:, 0] = 50.0
     assert tr.update(real).score > base + 10
+
+
+def test_the_frame_rim_is_on_the_heatmap_but_not_in_the_score():
+    rng = np.random.default_rng(6)
+    train = _features(rng, 2000, r=64)  # an 8 x 8 grid of regions
+    inner = border_mask(64, 1 / 8)  # one region of rim on each side
+    assert inner.reshape(8, 8)[1:7, 1:7].all() and inner.sum() == 36
+    assert border_mask(64, 0.0) is None and border_mask(0, 0.25) is None
+    with pytest.raises(InputError, match="no region"):
+        border_mask(16, 0.5)
+    train["pixel"][:, :, 0] += 20.0 * (rng.random((2000, 2)) < 0.05)  # rare entries at the rim
+    cal = fit_calibration([train], pixel_mask=inner)
+    assert np.array_equal(Calibration.from_arrays(cal.to_arrays()).pixel_mask, inner)
+    # stage 2 is fitted on the inner regions alone: the rim's entries do not widen it
+    alone = fit_calibration([{**train, "pixel": train["pixel"][..., inner]}])
+    np.testing.assert_allclose(cal.top_center, alone.top_center, atol=1e-5)
+    np.testing.assert_allclose(cal.top_scale, alone.top_scale, atol=1e-5)
+    assert not np.allclose(fit_calibration([train]).top_scale[0], alone.top_scale[0], atol=1e-3)
+    tr = ResidualTracker(ResidualConfig(smooth_seconds=0), cal, fps=10)
+    quiet = {k: v[0].copy() for k, v in _features(np.random.default_rng(7), 1, r=64).items()}
+    base = tr.update(quiet).score
+    rim = {k: v.copy() for k, v in quiet.items()}
+    rim["pixel"][:, 0] = 30.0  # top-left corner: something entering the picture
+    res = tr.update(rim)
+    assert res.score == pytest.approx(base) and res.heatmap[0, 0] > 10
+    middle = {k: v.copy() for k, v in quiet.items()}
+    middle["pixel"][:, 8 * 4 + 4] = 30.0
+    assert tr.update(middle).score > base + 10
 
 
 def test_recalibrate_command(tiny_model, tmp_path, capsys):

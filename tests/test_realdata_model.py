@@ -7,6 +7,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from foresight.errors import InputError
 from foresight.realdata import monitor as mon
 from foresight.realdata.sensormodel import (
     SensorModelConfig,
+    augment,
     fit_model,
     forecast_series,
     init_carry,
@@ -67,6 +70,21 @@ def test_clipped_inputs_forecast_a_change_from_the_true_level():
         outs[name] = np.asarray(m2 - m1)[0, :, 0]
     np.testing.assert_allclose(outs["clipped"], 4.0, atol=1e-5)
     assert np.abs(outs["plain"] - 4.0).max() > 1e-3
+
+
+def test_level_offsets_move_inputs_and_targets_together():
+    xs = jnp.asarray(_ar_series(50, 3, 2)[None].repeat(4, 0))
+    key = jax.random.PRNGKey(0)
+    plain = SensorModelConfig(input_noise=0.1)
+    noisy0, target0 = augment(xs, key, plain)
+    np.testing.assert_array_equal(np.asarray(target0), np.asarray(xs))
+    noisy, target = augment(xs, key, replace(plain, offset_noise=2.0))
+    shift = np.asarray(target - xs)
+    assert np.abs(shift).mean() > 0.5  # a real offset of about 2 sd ...
+    # ... constant along time
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[:, :1], shift.shape), atol=1e-5)
+    assert np.ptp(shift[:, 0], axis=0).min() > 0.1  # ... and different per window
+    np.testing.assert_allclose(np.asarray(noisy - target), np.asarray(noisy0 - xs), atol=1e-5)
 
 
 def test_tracker_and_engine_flag_an_injected_shift():

@@ -84,9 +84,18 @@ class CopyLast:
     name = COPY_LAST
     available = True
 
-    def __init__(self, steps: tuple[int, ...], rcfg: ResidualConfig, fps: float):
+    def __init__(
+        self,
+        steps: tuple[int, ...],
+        rcfg: ResidualConfig,
+        fps: float,
+        pixel_mask: np.ndarray | None = None,
+    ):
+        """``pixel_mask``: the regions the model's score uses (its calibration's), so both leave
+        out the same rim of the frame."""
         self.steps, self.fps = steps, fps
         self.rcfg = rcfg.model_copy(update={"components": ("pixel",)})
+        self.pixel_mask = pixel_mask
         self.cal = None
 
     def features(self, frames: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,6 +123,7 @@ class CopyLast:
         self.cal = fit_calibration(
             ({c: f[c][warm:] for c in COMPONENTS} for f in feats),
             tail_quantile=self.rcfg.tail_quantile,
+            pixel_mask=self.pixel_mask,
         )
         return self
 
@@ -216,7 +226,7 @@ def fit_baselines(pipe: Pipeline, fit: list[Recording], fit_fraction: float) -> 
         raise InputError("--fit needs at least two normal recordings (fit and calibrate parts)")
     cut = min(max(1, round(fit_fraction * len(fit))), len(fit) - 1)
     scorers: dict[str, Any] = make_baselines(pipe.channels)
-    scorers[COPY_LAST] = CopyLast(pipe.features.steps, pipe.rcfg, pipe.fps)
+    scorers[COPY_LAST] = CopyLast(pipe.features.steps, pipe.rcfg, pipe.fps, pipe.cal.pixel_mask)
     out = {}
     for name, s in scorers.items():
         s.fit([(r.frames, r.sensors) for r in fit[:cut]])

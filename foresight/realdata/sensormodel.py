@@ -223,16 +223,23 @@ def fit_model(
     return FitResult(graphdef, params, losses, seconds)
 
 
+def augment(xs: jax.Array, key: jax.Array, cfg: SensorModelConfig) -> tuple[jax.Array, jax.Array]:
+    """Training windows (B, T, S) to (what the model reads, what it must forecast): input noise on
+    the first; with ``offset_noise`` one random level offset per window and channel on both."""
+    noisy = xs + cfg.input_noise * jax.random.normal(key, xs.shape)
+    if cfg.offset_noise:
+        sub = jax.random.fold_in(key, 1)
+        shift = cfg.offset_noise * jax.random.normal(sub, (xs.shape[0], 1, xs.shape[2]))
+        noisy, xs = noisy + shift, xs + shift
+    return noisy, xs
+
+
 def _make_train_step(graphdef: Any, opt: optax.GradientTransformation, cfg, window: int):
     """One jitted step over explicit params and optimiser state."""
     horizons = tuple(k for k in cfg.horizons)
 
     def loss_fn(params, xs, key):
-        noisy = xs + cfg.input_noise * jax.random.normal(key, xs.shape)
-        if cfg.offset_noise:
-            sub = jax.random.fold_in(key, 1)
-            shift = cfg.offset_noise * jax.random.normal(sub, (xs.shape[0], 1, xs.shape[2]))
-            noisy, xs = noisy + shift, xs + shift
+        noisy, xs = augment(xs, key, cfg)
         hidden = nnx.merge(graphdef, params).hidden
         _, mean, logvar = _scan(graphdef, params, init_carry(hidden, xs.shape[0]), noisy)
         return nll_loss(mean, logvar, xs, horizons, cfg.burn_in, cfg.beta)

@@ -10,11 +10,11 @@ thresholds come from the rest of ``anomaly-free.csv`` run through the very same 
 procedure. The prediction is the alarm engine's slow-down state per row (1 s sampling: its
 durations are seconds).
 
-The residual and alarm settings are chosen by the bench itself, before any fault file is scored,
-on synthetic faults injected into the held-out part of ``anomaly-free.csv``
-(``skab_select``); ``SkabSettings`` holds the search's starting point (``--no-select`` runs it
-as it is). The false-alarm target (1 per hour) is the operator's policy and is not searched.
-No setting looks at a scored row.
+The sensor model's input guards and the residual and alarm settings are chosen by the bench
+itself, before any fault file is scored, on synthetic faults injected into the held-out part of
+``anomaly-free.csv`` (``skab_select``); ``SkabSettings`` holds the search's starting point
+(``--no-select`` runs it as it is). The false-alarm target (1 per hour) is the operator's policy
+and is not searched. No setting looks at a scored row.
 """
 
 from __future__ import annotations

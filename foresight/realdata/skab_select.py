@@ -14,13 +14,15 @@ on, cut and normalised like fault files) each get ``copies`` faults drawn at ran
 
 Every candidate then runs the bench's own procedure (fine-tune, forecast, level head, tracker,
 thresholds from the clean pieces, alarm engine) and is scored with SKAB's scorers; the objective
-is ``F1 + NAB standard / 100`` (both of SKAB's problems, equally weighted). The search is two
-coordinate stages to stay within minutes: the residual settings (forecast horizons, level-head
-span, smoothing, combined Shewhart-EWMA) under the current alarm delays, then the alarm delays under
-the chosen residual settings (the false-alarm target, 1 per hour, is the operator's policy: its
-grid holds that one value; a first run that also searched 0.5 and 2 per hour picked 2 and raised
-the scored false-alarm rate from 20 % to 25 %). The injection's ranges are a prior, not
-fitted to SKAB's faults; they are stated here (BENCHMARKS.md names this module).
+is ``F1 + NAB standard / 100`` (both of SKAB's problems, equally weighted). The search is three
+coordinate stages to stay within minutes: the sensor model's input guards (``input_clip``,
+``offset_noise``: ``realdata.sensormodel``) under the starting settings, then the residual
+settings (forecast horizons, level-head span, smoothing, combined Shewhart-EWMA) under the
+current alarm delays, then the alarm delays under the chosen residual settings (the false-alarm
+target, 1 per hour, is the operator's policy: its grid holds that one value; a first run that
+also searched 0.5 and 2 per hour picked 2 and raised the scored false-alarm rate from 20 %
+to 25 %). The injection's ranges are a prior, not fitted to SKAB's faults; they are stated
+here (BENCHMARKS.md names this module).
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ def select(
         return _trial(s, clean_scores, [score_features(f, s) for f in feats_f], synth, fit_rows)
 
     def leveled(s: Any, feats_c: list, feats_f: list) -> tuple[list, list]:
+        if s.level is None:
+            return feats_c, feats_f
         level = [_with_level(f, x, s, fit_rows) for f, x in zip(feats_c, clean, strict=True)]
         heads = [_with_level(f, x, s, fit_rows) for f, x in zip(feats_f, faulty, strict=True)]
         return level, heads

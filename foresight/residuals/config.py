@@ -20,6 +20,14 @@ class ResidualConfig(BaseModel):
         description="hp: high-passed log-brightness error, blind to shadows and dimming; "
         "nll: squared error over the model's own predicted variance; mse: plain",
     )
+    border_fraction: float = Field(
+        1 / 16,
+        ge=0,
+        lt=0.5,
+        description="regions within this share of the frame's side from an edge are left out of "
+        "the pixel score (they stay on the heatmap): what enters the picture comes from outside "
+        "the model's view, so the frame's rim is where a forecast cannot be right",
+    )
     components: tuple[Literal["pixel", "latent", "sensor"], ...] = Field(
         ("pixel", "latent", "sensor"), min_length=1, description="residuals that form the score"
     )
