@@ -110,3 +110,36 @@ def test_a_change_all_along_the_line_is_a_plant_change_a_local_one_is_not():
         recent = ref | {"regions": regions.ravel(), "parts": parts, "score": np.asarray(4.0)}
         ev = explain(cfg, ref, recent, ("a", "b"), 100.0, 3.0, 40)
         assert ev.kind == kind and ev.region_fraction < cfg.broad_fraction and not ev.sensors
+
+
+def test_a_sensor_must_rise_clearly_to_call_a_broad_change_unclear():
+    """The sensor head reads the picture too: a broad picture change nudges a sensor's residual
+    by about one sigma (a supplier change: 1.04), which is no developing fault; a sensor risen
+    past ``sensor_z`` beside the same change is a mixture the operator must look at."""
+    from foresight.drift.changes import explain
+    from foresight.residuals.tracker import COMPONENTS
+
+    cfg = DriftConfig()
+    ref = {
+        "score": np.asarray(1.0),
+        "parts": np.zeros((len(COMPONENTS), 3)),
+        "regions": np.zeros(16 * 16),
+        "sensors": np.zeros(2),
+    }
+    band = ref["regions"].copy().reshape(16, 16)
+    band[7, 1:15] = band[8, 1:15] = 4.0
+    parts = ref["parts"].copy()
+    parts[COMPONENTS.index("pixel")] = 8.0
+    broad = ref | {"regions": band.ravel(), "parts": parts, "score": np.asarray(8.0)}
+    cases = (
+        (broad | {"sensors": np.array([1.04, 0.0])}, "plant_change", {}),
+        (broad | {"sensors": np.array([3.0, 0.0])}, "unclear", {"a": 3.0}),
+        (
+            ref | {"sensors": np.array([0.0, 3.0]), "score": np.asarray(3.0)},
+            "developing_fault",
+            {"b": 3.0},
+        ),
+    )
+    for recent, kind, sensors in cases:
+        ev = explain(cfg, ref, recent, ("a", "b"), 100.0, 3.0, 40)
+        assert (ev.kind, ev.sensors) == (kind, sensors)

@@ -195,9 +195,7 @@ def test_parameter_ema_is_what_is_validated_and_saved(cfg, tmp_path, monkeypatch
             update={"max_steps": 4, "val_every": 4, "patience": 9, "ema_decay": decay}
         )
         out = tmp_path / f"ema{decay}"
-        train_model(
-            cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, out, progress=False
-        )
+        train_model(cfg.model, tcfg, cfg.data.model_dump(mode="json"), tr, va, out, progress=False)
         saved[decay] = jax.tree.leaves(nnx.state(load_model(out).model, nnx.Param))
     ema, raw = jax.tree.leaves(seen["ema"]), jax.tree.leaves(seen["raw"])
     assert any(not np.allclose(a, b) for a, b in zip(ema, raw, strict=True))

@@ -106,7 +106,7 @@ def explain(
     d_sens = np.nan_to_num(recent["sensors"] - ref["sensors"], nan=0.0)
     names = channels if len(channels) == d_sens.size else tuple(f"s{i}" for i in range(d_sens.size))
     pairs = zip(names, d_sens, strict=True)
-    sensors = {n: round(float(v), 3) for n, v in pairs if v > cfg.region_z}
+    sensors = {n: round(float(v), 3) for n, v in pairs if v > cfg.sensor_z}
     with np.errstate(all="ignore"):
         comp = np.nanmax(recent["parts"] - ref["parts"], axis=-1)
     components = {c: round(float(v), 3) for c, v in zip(COMPONENTS, comp, strict=True)}

@@ -39,8 +39,17 @@ class DriftConfig(BaseModel):
         1.0,
         gt=0,
         le=100,
-        description="a region or sensor counts as changed when its trend "
+        description="a region counts as changed when its trend "
         "rose this many robust sigmas above the reference",
+    )
+    sensor_z: float = Field(
+        2.0,
+        gt=0,
+        le=100,
+        description="a sensor counts as changed when its trend rose this many robust sigmas "
+        "above the reference: stricter than region_z, since the sensor head reads the picture "
+        "too and a broad picture change moves its residuals by about one sigma (measured on a "
+        "supplier change: 1.04, with the picture's 8.75)",
     )
     broad_fraction: float = Field(
         0.25,
