@@ -351,6 +351,9 @@ class Pipeline:
         self.occlusion = OcclusionGate(self.rcfg, max(self.horizons))
         self.speed_gate = SpeedChangeGate(self.rcfg, self.channels, max(self.horizons))
         self._warm = max(self.features.steps) + round(self.rcfg.warmup_seconds * self.fps)
+        #: until this time the model's background baseline learns whatever the engine's state
+        #: (set by a model swap, ``foresight.monitor.swap``)
+        self.relearn_until = -math.inf
 
     def belt_speed(self, raw: np.ndarray) -> float:
         """The belt-speed channel of raw sensors (NaN when the stream has none)."""
@@ -379,7 +382,7 @@ class Pipeline:
         if running is None:
             running = self.refs.running(self.belt_speed(raw), motion)
         learn = self.state.mode == "normal"
-        feats = self.features.step(frame, raw, learn)
+        feats = self.features.step(frame, raw, learn or now < self.relearn_until)
         scorable = self.features.n > self._warm
         res = self.tracker.update(feats, learn=learn and running) if scorable else None
         score = res.score if res is not None else math.nan

@@ -101,6 +101,25 @@ GAP_TABLE = [
     (0.6, 6.0, "slowdown", slow()),  # 0.3 s of continuous evidence since 0.3
 ]
 
+# A slow-down whose score never clears (the model has not seen the line at the reduced speed)
+TIMEOUT_TABLE = [
+    (0.0, 6.0, "watch", ()),
+    (0.1, 6.0, "watch", ()),
+    (0.2, 6.0, "watch", ()),
+    (0.3, 6.0, "slowdown", slow()),
+    (1.2, 6.0, "slowdown", ()),
+    (1.3, 6.0, "recovering", ()),  # held max_slowdown_s (1.0 s): ramp from 70 %
+    (1.4, 6.0, "recovering", ramp(76.0)),  # score above alarm: no re-entry after a timeout
+    (1.5, NAN, "recovering", ramp(82.0)),
+    (1.6, 6.0, "recovering", ramp(88.0)),
+    (1.7, 6.0, "recovering", ramp(94.0)),
+    (1.8, 6.0, "watch", RESTORE),
+    (1.9, 6.0, "watch", ()),  # within realarm_s of the restore: withheld
+    (3.7, 6.0, "watch", ()),
+    (3.8, 6.0, "slowdown", slow()),  # at full speed and still high: a new slow-down
+    (4.7, 1.0, "slowdown", ()),
+]
+
 
 def drive(cfg: AlarmConfig, rows: list) -> None:
     """Step through ``rows`` and check the mode and commands after every tick."""
@@ -123,6 +142,21 @@ def test_table_off_delay_reentry_nan():
     drive(FAST.model_copy(update={"min_slowdown_s": 0.5}), REENTRY_TABLE)
 
 
+def test_table_a_slowdown_that_never_clears_times_out_to_full_speed():
+    cfg = FAST.model_copy(update={"max_slowdown_s": 1.0})
+    drive(cfg, TIMEOUT_TABLE)
+    times, scores = zip(*[(r[0], r[1]) for r in TIMEOUT_TABLE], strict=True)
+    assert count_alarms(cfg, THR, times, scores) == 2
+    # without the timeout the same scores hold the first slow-down throughout
+    state = initial_state()
+    for now, score, *_ in TIMEOUT_TABLE:
+        state, _ = step(FAST.model_copy(update={"max_slowdown_s": None}), THR, state,
+                        Tick(now, score))  # fmt: skip
+        assert now < 0.3 or state.mode == "slowdown"
+    with pytest.raises(ValidationError, match="max_slowdown_s"):
+        AlarmConfig(min_slowdown_s=40.0, max_slowdown_s=30.0)
+
+
 def test_table_counts_one_start_for_reentry():
     cfg = FAST.model_copy(update={"min_slowdown_s": 0.5})
     times, scores = zip(*[(r[0], r[1]) for r in REENTRY_TABLE], strict=True)
@@ -134,7 +168,7 @@ def series(seconds: float, hz: float = 10.0) -> np.ndarray:
 
 
 def test_noisy_score_at_alarm_does_not_chatter():
-    cfg = AlarmConfig()
+    cfg = AlarmConfig(max_slowdown_s=None)  # 60 s at alarm: the timeout has its own table
     thr = Thresholds(watch=3.0, alarm=5.0, clear=5.0 - 0.3 * 4.0, baseline=1.0)
     t = series(60.0)
     noisy = 5.0 + 0.3 * np.random.default_rng(3).standard_normal(t.size)

@@ -114,3 +114,56 @@ def test_hot_swap_refusals_request_file_and_enable_off(tmp_path):
         versions = {p.tags["model"] for p in store.query("residual", 0, 2**62)}
     assert events == ["start", "swap", "refused", "refused", "swap"]
     assert len(versions) == 2  # residuals tagged with the version that scored them
+
+
+def test_swap_takes_the_new_calibrations_gate_settings_and_keeps_their_state(tmp_path):
+    """The occlusion fraction is fitted per model: a swap must not leave the old one in force."""
+    from foresight.monitor import swap
+    from foresight.pipeline import OcclusionGate, Pipeline
+
+    a = load_model(SAMPLE_MODEL)
+    pipe = Pipeline(a)
+    b = load_model(SAMPLE_MODEL)
+    res = b.card["calibration"]["residuals"]
+    res["occlusion_fraction"] = pipe.occlusion.fraction / 2
+    res["global_fraction"] = 0.123
+    res["smooth_seconds"] = res["smooth_seconds"] + 0.5
+    pipe.occlusion.until, pipe.speed_gate.until = 5.0, 7.0  # an occlusion and a speed change
+    swap.apply(pipe, swap.Candidate(tmp_path, b, "b"), now=1.0)
+    assert pipe.occlusion.fraction == res["occlusion_fraction"]
+    assert pipe.health.cfg.global_fraction == 0.123
+    want_hold = OcclusionGate(pipe.rcfg, max(pipe.horizons)).hold_s
+    assert pipe.occlusion.hold_s == want_hold
+    assert pipe.occlusion.until >= 5.0 and pipe.speed_gate.until == 7.0  # state kept
+
+
+def test_after_a_swap_the_background_learns_even_through_a_health_fault(tmp_path):
+    """Through a long "obstructed" fault the background is frozen at the old scene; the new
+    model must not inherit that (it would keep the view "obstructed")."""
+    import dataclasses
+
+    import numpy as np
+
+    from foresight.monitor import swap
+    from foresight.pipeline import Pipeline
+
+    pipe = Pipeline(load_model(SAMPLE_MODEL))
+    size = int(pipe.bundle.data["image_size"])
+    raw = np.zeros(len(pipe.channels))
+    old, new = (np.full((size, size, 3), v, np.uint8) for v in (40, 200))
+    for k in range(5):
+        pipe.step(old, raw, k / pipe.fps)
+
+    def faulted_step(frame, k):
+        pipe.state = dataclasses.replace(pipe.state, mode="health_fault")
+        pipe.step(frame, raw, k / pipe.fps)
+        return float(np.mean(pipe.features.carry.bg))
+
+    frozen = float(np.mean(pipe.features.carry.bg))
+    assert faulted_step(new, 5) == frozen  # a fault: the background does not learn
+    swap.apply(pipe, swap.Candidate(tmp_path, load_model(SAMPLE_MODEL), "b"), now=5 / pipe.fps)
+    assert pipe.relearn_until > 5 / pipe.fps
+    assert faulted_step(new, 6) > frozen + 0.1  # the swap's settle: it learns the new scene
+    pipe.relearn_until = -np.inf
+    now = float(np.mean(pipe.features.carry.bg))
+    assert faulted_step(new, 7) == now  # and after it, the fault freezes it again

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class AlarmConfig(BaseModel):
@@ -47,6 +47,17 @@ class AlarmConfig(BaseModel):
         description="cap per rolling hour; further alarms are reported (watch, suppressed), "
         "not commanded",
     )
+    max_slowdown_s: float | None = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="a slow-down still held this long ends (the limit ramps back to 100 %) "
+        "whatever the score, and the ramp cannot re-enter it: a world model trained on "
+        "footage at full speed has not seen the line at the reduced speed, so its score cannot "
+        "clear there and the slow-down would hold for ever; back at full speed, a score still "
+        "above alarm starts a new one after realarm_s (counted in the hourly cap); None: no "
+        "limit",
+    )
     slowdown_pct: float = Field(
         70.0, ge=10, le=100, description="speed limit during a slow-down, % of setpoint"
     )
@@ -74,3 +85,12 @@ class AlarmConfig(BaseModel):
         le=10,
         description="multiplies the calibrated alarm level's distance above baseline",
     )
+
+    @model_validator(mode="after")
+    def _timeout_after_dwell(self) -> AlarmConfig:
+        if self.max_slowdown_s is not None and self.max_slowdown_s < self.min_slowdown_s:
+            raise ValueError(
+                f"max_slowdown_s ({self.max_slowdown_s:g}) must be at least min_slowdown_s "
+                f"({self.min_slowdown_s:g})"
+            )
+        return self

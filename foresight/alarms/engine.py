@@ -16,6 +16,13 @@ model step; ``step`` has no I/O and no clock):
   the score is still above alarm when the block lifts, the slow-down starts then.
 * **slowdown** lasts at least ``min_slowdown_s`` and ends once the score has been ``< clear`` on
   every scored step for ``off_delay_s`` (off-delay); ``clear`` lies a deadband below ``alarm``.
+* **slow-down timeout**: a slow-down held for ``max_slowdown_s`` (counted from entering
+  ``slowdown``) goes to ``recovering`` whatever the score, and that ramp runs to 100 without
+  re-entering ``slowdown``; at full speed the score decides again (a new slow-down after
+  ``realarm_s``, counted in the hourly cap). A model trained at full speed has not seen the line
+  at the reduced speed, so its score need never clear there: measured on the drift-to-swap
+  test's model, the normal score was 3.1 at full speed, 10.3 at an 85 % limit and 14.3 at
+  70 %, so a false alarm held the line at 70 % for as long as the test watched.
 * **recovering**: the limit ramps linearly back to 100 % over ``recover_ramp_s``. A command goes
   out whenever the limit has risen by at least one percentage point (``"ramp"``, rounded to
   0.1) and at 100 (``"restore"``), which ends the slow-down; the mode is then normal/watch. Score
@@ -146,6 +153,7 @@ class AlarmState:
     limit: float = _FULL  # speed limit last commanded, %
     suppressed: str = ""  # "", "realarm" or "cap": an alarm is being withheld
     n_suppressed: int = 0  # withheld alarms so far
+    timed_out: bool = False  # this ramp follows a slow-down timeout: it runs to 100
 
     @property
     def alarm(self) -> bool:
@@ -173,6 +181,12 @@ def step(
     score = float(tick.score)
     if now < state.suspended_until - _EPS:
         return _settle(cfg, thr, state, now, score), ()
+    if state.mode == "slowdown" and _timed_out(cfg, state, now):
+        state = replace(
+            state, mode="recovering", since=now, above_since=None, below_since=None,
+            timed_out=True,
+        )  # fmt: skip
+        return _ramp(cfg, thr, state, now, score)
     if math.isnan(score):  # no evidence (occluded, not scored)
         if state.mode == "recovering":  # timers hold: a slow-down episode is still open
             return _ramp(cfg, thr, state, now, score)
@@ -191,10 +205,15 @@ def step(
         return state, ()
     state = replace(state, above_since=above, below_since=None)
     if state.mode == "recovering":
-        if on:
+        if on and not state.timed_out:
             return _slow(cfg, state, now, state.starts)
         return _ramp(cfg, thr, state, now, score)
     return _quiet(cfg, thr, state, now, score, on)
+
+
+def _timed_out(cfg: AlarmConfig, state: AlarmState, now: float) -> bool:
+    limit = cfg.max_slowdown_s
+    return limit is not None and now - state.since >= limit - _EPS
 
 
 def _timer(start: float | None, now: float) -> float:
@@ -224,6 +243,7 @@ def _release(
         suspended_until=suspended_until,
         limit=_FULL,
         suppressed="",
+        timed_out=False,
     )
     return new, cmds
 
@@ -289,7 +309,7 @@ def _ramp(
     if target >= _FULL - _EPS:
         cmds = (Command(_FULL, "restore"),) if state.limit < _FULL else ()
         mode = "watch" if score >= thr.watch else "normal"  # NaN: normal
-        new = replace(state, mode=mode, since=now, limit=_FULL, last_end=now)
+        new = replace(state, mode=mode, since=now, limit=_FULL, last_end=now, timed_out=False)
         return new, cmds
     target = round(target, 1)
     if target - state.limit >= 1.0 - _EPS:

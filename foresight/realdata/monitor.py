@@ -230,8 +230,9 @@ def alarm_config(per_hour: float, **delays: float) -> AlarmConfig:
 
     The engine runs in real time (``dt`` seconds per sample), so ``delays`` are seconds; unlike
     the line's defaults nothing is held back (no on-delay, dwell, ramp, re-alarm time or hourly
-    cap) unless given here; the off-delay defaults to 1 s because ``calibrate_thresholds``
-    divides by the engine's dead time (off-delay + ramp + re-alarm), which must not be 0.
+    cap) and nothing times out (the alarm does not change what the model sees) unless given
+    here; the off-delay defaults to 1 s because ``calibrate_thresholds`` divides by the engine's
+    dead time (off-delay + ramp + re-alarm), which must not be 0.
     """
     defaults = {
         "on_delay_s": 0.0,
@@ -241,6 +242,7 @@ def alarm_config(per_hour: float, **delays: float) -> AlarmConfig:
         "realarm_s": 0.0,
         "settle_s": 0.0,
         "max_slowdowns_per_hour": 3600,
+        "max_slowdown_s": None,
     }
     defaults.update(delays)
     per_shift = per_hour * 8.0
